@@ -1,0 +1,295 @@
+//! `spec`: what the pipeline reads, how it routes, where it writes.
+
+use crate::SyncPipelineStatus;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A pipeline that captures changes from its sources, routes each change to the real-time path
+/// (Kafka) and/or the batch path (object-storage snapshots), applies them to sink tables and
+/// reports every run as OpenLineage events.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "syncmesh.io",
+    version = "v1alpha1",
+    kind = "SyncPipeline",
+    plural = "syncpipelines",
+    singular = "syncpipeline",
+    shortname = "sp",
+    namespaced,
+    status = "SyncPipelineStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Events","type":"integer","jsonPath":".status.eventsRead"}"#,
+    printcolumn = r#"{"name":"Lag","type":"string","jsonPath":".status.lag"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncPipelineSpec {
+    /// Where changes come from. Each source has a unique name; positions, metrics and lineage
+    /// inputs are kept per source.
+    pub sources: Vec<SourceSpec>,
+    /// Ordered routing rules. The first rule whose match fits an event decides the paths the
+    /// event takes; events no rule matches take `defaultRoute`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteSpec>,
+    /// Paths for events that no rule matches. Defaults to `[batch]`.
+    #[serde(default = "default_route")]
+    pub default_route: Vec<PathName>,
+    /// The batch path: events are collected per table into snapshots in object storage (a
+    /// snapshot is visible only once its manifest is written), then applied to the sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
+    /// The sink database that paths apply changes to (upsert and delete by primary key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkSpec>,
+    /// Where records that cannot be read or applied go, with the reason and their position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterSpec>,
+    /// Where OpenLineage run events go. Without it, no lineage is emitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageSpec>,
+}
+
+fn default_route() -> Vec<PathName> {
+    vec![PathName::Batch]
+}
+
+/// One source. Set exactly one of the kind fields (`flatFile`, ...).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Unique within the pipeline; used in positions, metrics and routing rules.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    pub name: String,
+    /// Fixed-width records from flat files, described by a COBOL copybook or a YAML layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_file: Option<FlatFileSource>,
+}
+
+/// Fixed-width flat files (COBOL exports). Files are read in name order; the position is the
+/// file plus the byte offset of the record, so a restart resumes mid-file.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlatFileSource {
+    /// A file, or a directory whose matching files are read in name order. Relative paths are
+    /// relative to the manifest's directory when run with `syncmesh run`.
+    pub path: String,
+    /// A glob on file names inside `path` when it is a directory, e.g. `*.dat`.
+    #[serde(default = "default_pattern")]
+    pub pattern: String,
+    /// The record layout: a COBOL copybook (`.cpy`, `.cob`, `.cbl`) or a YAML layout
+    /// (`.yaml`, `.yml`). Relative to the manifest's directory, like `path`.
+    pub layout: String,
+    /// The character encoding of text and zoned fields.
+    #[serde(default)]
+    pub encoding: FileEncoding,
+    /// How zoned decimals carry their sign: `ibm` (overpunch `{`, `A`-`I`, `}`, `J`-`R` in
+    /// ASCII; zones C/D/F in EBCDIC) or `mf` (Micro Focus / GnuCOBOL: `p`-`y` for negatives).
+    #[serde(default)]
+    pub sign_convention: SignConvention,
+    /// How records are framed: `fixed` (no delimiter), `lines` (each record ends with a line
+    /// terminator) or `rdw` (a 4-byte record descriptor word before each record).
+    #[serde(default)]
+    pub record_format: RecordFormat,
+    /// The table the records become rows of, as `schema.table`.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$"))]
+    pub table: String,
+    /// The fields (names as written in the layout) that identify a record; later records with
+    /// the same key update earlier ones in the sink.
+    #[schemars(length(min = 1))]
+    pub primary_key: Vec<String>,
+}
+
+fn default_pattern() -> String {
+    "*".to_string()
+}
+
+/// Character encoding of a flat file.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileEncoding {
+    /// ASCII / UTF-8 text.
+    #[default]
+    Ascii,
+    /// EBCDIC, US/Canada.
+    Cp037,
+    /// EBCDIC, International.
+    Cp500,
+    /// EBCDIC, Open Systems (z/OS Unix).
+    Cp1047,
+}
+
+/// Sign convention of zoned decimals.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignConvention {
+    /// IBM: EBCDIC zones C/D/F, or their ASCII overpunch characters.
+    #[default]
+    Ibm,
+    /// Micro Focus / GnuCOBOL ASCII convention.
+    Mf,
+}
+
+/// Record framing of a flat file.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// Fixed-length records with no delimiter.
+    #[default]
+    Fixed,
+    /// Fixed-length records, each followed by `\n` or `\r\n`.
+    Lines,
+    /// Variable-length records, each preceded by a 4-byte record descriptor word.
+    Rdw,
+}
+
+/// A path an event can take.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PathName {
+    /// Kafka, exactly-once.
+    Realtime,
+    /// Snapshots in object storage.
+    Batch,
+}
+
+impl PathName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathName::Realtime => "realtime",
+            PathName::Batch => "batch",
+        }
+    }
+}
+
+/// A routing rule.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Names the rule in metrics and logs.
+    pub name: String,
+    /// What the rule matches. An empty match matches every event.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// The paths a matching event takes. An empty list discards matching events (counted).
+    pub to: Vec<PathName>,
+}
+
+/// Conditions of a routing rule; every condition given must hold.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Source names the rule applies to; empty means any source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// `schema.table` globs, e.g. `bank.*` or `*.ledger_??`; empty means any table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Operations; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<OperationName>,
+}
+
+/// A change operation, as named in routing rules.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationName {
+    Insert,
+    Update,
+    Delete,
+    Ddl,
+    /// A row read by a snapshot or from a flat file.
+    Read,
+}
+
+/// The batch path.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Object storage: a local directory (relative to the manifest when embedded),
+    /// `file:///abs/path`, or `s3://bucket/prefix`.
+    pub url: String,
+    /// Commit a snapshot once this many events are pending.
+    #[serde(default = "default_max_events")]
+    #[schemars(range(min = 1))]
+    pub max_events: u64,
+    /// Commit a snapshot once its oldest pending event is this many seconds old.
+    #[serde(default = "default_max_age")]
+    #[schemars(range(min = 1))]
+    pub max_age_seconds: u64,
+    /// S3 connection settings for `s3://` URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+}
+
+fn default_max_events() -> u64 {
+    50_000
+}
+
+fn default_max_age() -> u64 {
+    60
+}
+
+/// S3-compatible object storage.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Spec {
+    /// Endpoint for S3-compatible servers; omit for AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region. Default `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow plain HTTP endpoints (test servers).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// The sink database.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SinkSpec {
+    /// `sqlite://path` (relative to the manifest when embedded), `mysql://host/db` or
+    /// `postgres://host/db`. Put no password here on Kubernetes: passwords come from a Secret.
+    pub url: String,
+    /// Create a missing sink table from the source schema.
+    #[serde(default = "default_true")]
+    pub create_tables: bool,
+    /// Source table (`schema.table`) to sink table name. Unlisted tables keep their table
+    /// name without the schema.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The dead-letter destination.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetterSpec {
+    /// A JSON-lines file (relative to the manifest when embedded).
+    pub file: String,
+}
+
+/// The OpenLineage target. Set exactly one of `file` and `http`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LineageSpec {
+    /// The job namespace in lineage events.
+    #[serde(default = "default_lineage_namespace")]
+    pub namespace: String,
+    /// Append events as JSON lines to this file (relative to the manifest when embedded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// POST events to this OpenLineage HTTP endpoint (Marquez, DataHub), e.g.
+    /// `http://marquez:5000`; `/api/v1/lineage` is appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+fn default_lineage_namespace() -> String {
+    "syncmesh".to_string()
+}

@@ -1,0 +1,184 @@
+//! Semantic checks that a schema cannot express: unique names, one kind per source, routes
+//! that point at configured paths. Pure: no files, no network, so `syncmesh validate` and the
+//! operator run the same checks anywhere.
+
+use crate::{PathName, SyncPipelineSpec};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// A problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldIssue {
+    /// The field path, e.g. `spec.routes[1].to[0]`.
+    pub path: String,
+    pub reason: String,
+}
+
+impl FieldIssue {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn join(issues: &[FieldIssue]) -> String {
+        issues
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl fmt::Display for FieldIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Every semantic problem in `spec`, in field order. Empty means valid.
+pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
+    let mut issues = Vec::new();
+    if spec.sources.is_empty() {
+        issues.push(FieldIssue::new("spec.sources", "at least one source is required"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, source) in spec.sources.iter().enumerate() {
+        let at = format!("spec.sources[{i}]");
+        if !names.insert(source.name.as_str()) {
+            issues.push(FieldIssue::new(
+                format!("{at}.name"),
+                format!("duplicate source name `{}`", source.name),
+            ));
+        }
+        match &source.flat_file {
+            None => issues.push(FieldIssue::new(
+                at.clone(),
+                "set exactly one source kind (`flatFile`)",
+            )),
+            Some(ff) => {
+                if ff.primary_key.is_empty() {
+                    issues.push(FieldIssue::new(
+                        format!("{at}.flatFile.primaryKey"),
+                        "name at least one key field",
+                    ));
+                }
+                if !ff.table.contains('.') {
+                    issues.push(FieldIssue::new(
+                        format!("{at}.flatFile.table"),
+                        format!("expected `schema.table`, found `{}`", ff.table),
+                    ));
+                }
+                if let Err(e) = globset::Glob::new(&ff.pattern) {
+                    issues.push(FieldIssue::new(format!("{at}.flatFile.pattern"), e.to_string()));
+                }
+            }
+        }
+    }
+    let check_paths = |paths: &[PathName], at: &str, issues: &mut Vec<FieldIssue>| {
+        for (j, path) in paths.iter().enumerate() {
+            let configured = match path {
+                PathName::Batch => spec.batch.is_some(),
+                // The real-time path has no settings in this version of the API.
+                PathName::Realtime => false,
+            };
+            if !configured {
+                issues.push(FieldIssue::new(
+                    format!("{at}[{j}]"),
+                    format!(
+                        "route to `{}` but `spec.{}` is not configured",
+                        path.as_str(),
+                        path.as_str()
+                    ),
+                ));
+            }
+        }
+    };
+    let mut route_names = BTreeSet::new();
+    for (i, route) in spec.routes.iter().enumerate() {
+        let at = format!("spec.routes[{i}]");
+        if !route_names.insert(route.name.as_str()) {
+            issues.push(FieldIssue::new(
+                format!("{at}.name"),
+                format!("duplicate route name `{}`", route.name),
+            ));
+        }
+        for (j, glob) in route.matches.tables.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(glob) {
+                issues.push(FieldIssue::new(format!("{at}.match.tables[{j}]"), e.to_string()));
+            }
+        }
+        for (j, name) in route.matches.sources.iter().enumerate() {
+            if !names.contains(name.as_str()) {
+                issues.push(FieldIssue::new(
+                    format!("{at}.match.sources[{j}]"),
+                    format!("no source is named `{name}`"),
+                ));
+            }
+        }
+        check_paths(&route.to, &format!("{at}.to"), &mut issues);
+    }
+    check_paths(&spec.default_route, "spec.defaultRoute", &mut issues);
+    if let Some(lineage) = &spec.lineage
+        && lineage.file.is_some() == lineage.http.is_some()
+    {
+        issues.push(FieldIssue::new(
+            "spec.lineage",
+            "set exactly one of `file` and `http`",
+        ));
+    }
+    issues
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_manifest;
+
+    fn issues(extra: &str) -> Vec<FieldIssue> {
+        let text = format!(
+            r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata: {{name: t}}
+spec:
+  sources:
+    - name: a
+      flatFile: {{path: d, layout: l.cpy, table: s.t, primaryKey: [K]}}
+{extra}"#
+        );
+        match parse_manifest(&text) {
+            Ok(p) => validate_spec(&p.spec),
+            Err(crate::ManifestError::Invalid(issues)) => issues,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn default_batch_route_needs_batch_settings() {
+        let found = issues("");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "spec.defaultRoute[0]");
+    }
+
+    #[test]
+    fn route_to_unconfigured_realtime_and_unknown_source_are_named() {
+        let found = issues(
+            "  batch: {url: out}\n  routes:\n    - name: r\n      match: {sources: [b]}\n      to: [realtime]\n",
+        );
+        let paths: Vec<_> = found.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["spec.routes[0].match.sources[0]", "spec.routes[0].to[0]"]);
+    }
+
+    #[test]
+    fn valid_spec_has_no_issues() {
+        assert!(issues("  batch: {url: out}\n").is_empty());
+    }
+
+    #[test]
+    fn lineage_needs_exactly_one_target() {
+        let found = issues("  batch: {url: out}\n  lineage: {namespace: x}\n");
+        assert_eq!(found[0].path, "spec.lineage");
+    }
+}
