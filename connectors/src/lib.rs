@@ -8,3 +8,8 @@ pub mod event;
 pub mod lineage;
 pub mod sinks;
 pub mod sources;
+pub mod checkpoint;
+pub mod deadletter;
+pub mod decider;
+pub mod metrics;
+pub mod runtime;

@@ -8,6 +8,7 @@ mod value;
 pub use debezium::to_debezium_json;
 pub use position::Position;
 pub use value::{Decimal, DecimalError, Value};
+pub(crate) use value::base64_encode as base64;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -25,15 +25,12 @@ pub enum Position {
     /// TiDB: the TSO commit timestamp of the transaction (TiCDC `commitTs`).
     Tidb { commit_ts: u64 },
     /// A flat file: its id (the name relative to the source root), the byte offset and length
-    /// of the record, and the 1-based record number. `completed` lists files already read to
-    /// the end, so a finished file is never read twice even if a smaller name arrives later.
+    /// of the record, and the 1-based record number. Resuming reads from `offset + length`.
     File {
         file: String,
         offset: u64,
         length: u64,
         record: u64,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        completed: Vec<String>,
     },
 }
 

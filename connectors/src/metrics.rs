@@ -1,0 +1,167 @@
+//! Prometheus metrics. Names follow the Prometheus conventions: `syncmesh_` prefix, `_total`
+//! for counters, base units (seconds, bytes). Every series carries the pipeline name.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_read: IntCounterVec,
+    pub decisions: IntCounterVec,
+    pub path_events: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub in_flight: IntGaugeVec,
+    pub checkpoint_saves: IntCounterVec,
+    pub snapshots: IntCounterVec,
+    pub snapshot_rows: IntCounterVec,
+    pub snapshot_bytes: IntCounterVec,
+    pub snapshot_seconds: HistogramVec,
+    pub sink_rows: IntCounterVec,
+    pub sink_write_seconds: HistogramVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric definition");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "syncmesh_events_in_flight",
+                "Events dispatched to paths and not yet acknowledged by all of them",
+            ),
+            &["pipeline"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(in_flight.clone()))
+            .expect("metric registered once");
+        Self {
+            events_read: counter(
+                &r,
+                "syncmesh_source_events_total",
+                "Change events read from a source",
+                &["pipeline", "source"],
+            ),
+            decisions: counter(
+                &r,
+                "syncmesh_route_decisions_total",
+                "Routing decisions, per rule (`default` for the default route)",
+                &["pipeline", "route"],
+            ),
+            path_events: counter(
+                &r,
+                "syncmesh_path_acknowledged_events_total",
+                "Events a path has made durable and acknowledged",
+                &["pipeline", "path"],
+            ),
+            dead_letters: counter(
+                &r,
+                "syncmesh_dead_letters_total",
+                "Records sent to the dead-letter destination",
+                &["pipeline", "source"],
+            ),
+            in_flight,
+            checkpoint_saves: counter(
+                &r,
+                "syncmesh_checkpoint_saves_total",
+                "Checkpoints persisted",
+                &["pipeline"],
+            ),
+            snapshots: counter(
+                &r,
+                "syncmesh_snapshots_committed_total",
+                "Snapshots committed (manifest written) to object storage",
+                &["pipeline", "table"],
+            ),
+            snapshot_rows: counter(
+                &r,
+                "syncmesh_snapshot_rows_total",
+                "Rows written into committed snapshots",
+                &["pipeline", "table"],
+            ),
+            snapshot_bytes: counter(
+                &r,
+                "syncmesh_snapshot_bytes_total",
+                "Bytes of data files in committed snapshots",
+                &["pipeline", "table"],
+            ),
+            snapshot_seconds: histogram(
+                &r,
+                "syncmesh_snapshot_commit_duration_seconds",
+                "Time to write a snapshot's files and manifest",
+                &["pipeline"],
+            ),
+            sink_rows: counter(
+                &r,
+                "syncmesh_sink_rows_total",
+                "Rows applied to sink tables",
+                &["pipeline", "table"],
+            ),
+            sink_write_seconds: histogram(
+                &r,
+                "syncmesh_sink_write_duration_seconds",
+                "Time to apply one batch to a sink table",
+                &["pipeline", "table"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `GET /metrics` (and `/healthz`) on `addr` until the process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use axum::{Router, routing::get};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
+}

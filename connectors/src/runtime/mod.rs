@@ -1,0 +1,320 @@
+//! The pipeline runtime: sources → decider → paths, with acknowledged positions checkpointed.
+//!
+//! One task (the router) owns the tracker and the checkpoint: it reads source batches, asks
+//! the decider for each event's paths, hands events to the paths through bounded channels and
+//! folds their acknowledgements into the committed position of each source.
+
+mod path;
+mod source;
+mod tracker;
+
+pub use path::{Acker, Path, PathError, Routed};
+pub use source::{Closed, Emitter, Source, SourceError, SourceItem, StopSignal};
+pub use tracker::{PathMask, SourceProgress, Tracker};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::deadletter::{DeadLetterError, DeadLetterSink};
+use crate::decider::{Decider, PATHS};
+use crate::metrics::Metrics;
+use path::Ack;
+use source::SourceBatch;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("source `{name}` failed: {source}")]
+    Source { name: String, source: SourceError },
+    #[error("the {path} path failed: {source}")]
+    Path {
+        path: &'static str,
+        source: PathError,
+    },
+    #[error("an event was routed to the {0} path, which this pipeline does not configure")]
+    UnconfiguredPath(&'static str),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    #[error("a pipeline task panicked: {0}")]
+    Panic(String),
+}
+
+/// Live counters, readable while the pipeline runs (progress display, status).
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    pub events_read: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Events acknowledged per path, in `PATHS` order.
+    pub acknowledged: [AtomicU64; PATHS.len()],
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub events_read: u64,
+    pub dead_letters: u64,
+    /// Events acknowledged per configured path name.
+    pub acknowledged: BTreeMap<&'static str, u64>,
+    pub elapsed: Duration,
+    /// Committed progress per source at the end of the run.
+    pub progress: BTreeMap<String, SourceProgress>,
+}
+
+/// A pipeline ready to run.
+pub struct Runtime {
+    pub pipeline: String,
+    pub sources: Vec<Box<dyn Source>>,
+    pub decider: Arc<Decider>,
+    /// One slot per entry of `PATHS`; `None` where the pipeline has no such path.
+    pub paths: Vec<Option<Box<dyn Path>>>,
+    pub checkpoint: Box<dyn CheckpointStore>,
+    pub dead_letters: Box<dyn DeadLetterSink>,
+    pub metrics: Arc<Metrics>,
+    pub counters: Arc<RunCounters>,
+    /// Capacity (in batches) of every channel; bounds memory.
+    pub channel_capacity: usize,
+    /// How often committed progress is persisted while running.
+    pub checkpoint_interval: Duration,
+}
+
+enum Task {
+    Source(usize, Result<(), SourceError>),
+    Path(usize, Result<(), PathError>),
+}
+
+impl Runtime {
+    /// Runs until every source is exhausted (or `stop` is raised), every path has
+    /// acknowledged what it was given, and the final checkpoint is saved.
+    pub async fn run(
+        mut self,
+        stop_tx: watch::Sender<bool>,
+        stop: StopSignal,
+    ) -> Result<RunSummary, RuntimeError> {
+        let started = Instant::now();
+        let names: Vec<String> = self.sources.iter().map(|s| s.name().to_string()).collect();
+        let restored = self.checkpoint.load()?;
+        let progress: Vec<SourceProgress> = names
+            .iter()
+            .map(|n| {
+                restored
+                    .as_ref()
+                    .and_then(|c| c.sources.get(n).cloned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut tracker = Tracker::new(PATHS.len(), progress.clone());
+
+        let mut tasks: JoinSet<Task> = JoinSet::new();
+        let (src_tx, mut src_rx) = mpsc::channel::<SourceBatch>(self.channel_capacity);
+        for (i, (source, resume)) in self.sources.drain(..).zip(progress).enumerate() {
+            let emitter = Emitter::new(i, src_tx.clone());
+            let stop = stop.clone();
+            tasks.spawn(async move { Task::Source(i, source.run(resume, emitter, stop).await) });
+        }
+        drop(src_tx);
+
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
+        let mut path_txs: Vec<Option<mpsc::Sender<Vec<Routed>>>> = Vec::new();
+        for (i, path) in self.paths.drain(..).enumerate() {
+            match path {
+                Some(path) => {
+                    let (tx, rx) = mpsc::channel(self.channel_capacity);
+                    let acker = Acker::new(i, ack_tx.clone());
+                    tasks.spawn(async move { Task::Path(i, path.run(rx, acker).await) });
+                    path_txs.push(Some(tx));
+                }
+                None => path_txs.push(None),
+            }
+        }
+        drop(ack_tx);
+
+        let pipeline = self.pipeline.clone();
+        let read_counters: Vec<_> = names
+            .iter()
+            .map(|n| self.metrics.events_read.with_label_values(&[&pipeline, n]))
+            .collect();
+        let dead_counters: Vec<_> = names
+            .iter()
+            .map(|n| self.metrics.dead_letters.with_label_values(&[&pipeline, n]))
+            .collect();
+        let path_counters: Vec<_> = PATHS
+            .iter()
+            .map(|p| {
+                self.metrics
+                    .path_events
+                    .with_label_values(&[&pipeline, p.as_str()])
+            })
+            .collect();
+        let in_flight = self.metrics.in_flight.with_label_values(&[&pipeline]);
+
+        let mut failure: Option<RuntimeError> = None;
+        let mut sources_open = true;
+        let mut ticker = tokio::time::interval(self.checkpoint_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        // Route until every source is done; then close the paths and collect the last acks.
+        loop {
+            tokio::select! {
+                batch = src_rx.recv(), if sources_open => {
+                    let Some(batch) = batch else {
+                        sources_open = false;
+                        path_txs.iter_mut().for_each(|t| *t = None);
+                        continue;
+                    };
+                    if let Err(e) = self.dispatch(batch, &mut tracker, &path_txs, &read_counters, &dead_counters).await {
+                        failure.get_or_insert(e);
+                        let _ = stop_tx.send(true);
+                        sources_open = false;
+                        path_txs.iter_mut().for_each(|t| *t = None);
+                    }
+                    in_flight.set(tracker.in_flight() as i64);
+                }
+                Some(ack) = ack_rx.recv() => {
+                    tracker.ack(ack.path, ack.seq);
+                    path_counters[ack.path].inc_by(ack.events);
+                    self.counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
+                    in_flight.set(tracker.in_flight() as i64);
+                }
+                Some(done) = tasks.join_next() => {
+                    match done {
+                        Ok(Task::Source(i, Err(source))) => {
+                            failure.get_or_insert(RuntimeError::Source { name: names[i].clone(), source });
+                            let _ = stop_tx.send(true);
+                        }
+                        Ok(Task::Path(i, Err(source))) => {
+                            failure.get_or_insert(RuntimeError::Path { path: PATHS[i].as_str(), source });
+                            let _ = stop_tx.send(true);
+                            sources_open = false;
+                            path_txs.iter_mut().for_each(|t| *t = None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failure.get_or_insert(RuntimeError::Panic(e.to_string()));
+                            let _ = stop_tx.send(true);
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.persist(&mut tracker, &names)?;
+                }
+                else => break,
+            }
+        }
+        // All tasks have ended and every ack has been received.
+        while let Ok(ack) = ack_rx.try_recv() {
+            tracker.ack(ack.path, ack.seq);
+            path_counters[ack.path].inc_by(ack.events);
+            self.counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
+        }
+        in_flight.set(tracker.in_flight() as i64);
+        self.persist(&mut tracker, &names)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(RunSummary {
+            events_read: self.counters.events_read.load(Ordering::Relaxed),
+            dead_letters: self.counters.dead_letters.load(Ordering::Relaxed),
+            acknowledged: PATHS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| path_txs.get(*i).is_some())
+                .map(|(i, p)| {
+                    (
+                        p.as_str(),
+                        self.counters.acknowledged[i].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            elapsed: started.elapsed(),
+            progress: names
+                .iter()
+                .cloned()
+                .zip(tracker.progress().iter().cloned())
+                .collect(),
+        })
+    }
+
+    async fn dispatch(
+        &mut self,
+        batch: SourceBatch,
+        tracker: &mut Tracker,
+        path_txs: &[Option<mpsc::Sender<Vec<Routed>>>],
+        read_counters: &[prometheus::IntCounter],
+        dead_counters: &[prometheus::IntCounter],
+    ) -> Result<(), RuntimeError> {
+        let mut out: Vec<Vec<Routed>> = vec![Vec::new(); path_txs.len()];
+        let mut events = 0u64;
+        for item in batch.items {
+            match item {
+                SourceItem::Event(event) => {
+                    events += 1;
+                    let mask = self.decider.decide(&event);
+                    let seq = tracker.dispatch(batch.source, event.position.clone(), mask, false);
+                    let event = Arc::new(event);
+                    for (i, slot) in out.iter_mut().enumerate() {
+                        if mask & (1 << i) != 0 {
+                            if path_txs[i].is_none() {
+                                return Err(RuntimeError::UnconfiguredPath(PATHS[i].as_str()));
+                            }
+                            slot.push(Routed {
+                                seq,
+                                event: event.clone(),
+                            });
+                        }
+                    }
+                }
+                SourceItem::Bad(letter) => {
+                    self.dead_letters.write(&letter)?;
+                    dead_counters[batch.source].inc();
+                    self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    tracker.dispatch(batch.source, letter.position, 0, false);
+                }
+                SourceItem::Completed(position) => {
+                    tracker.dispatch(batch.source, position, 0, true);
+                }
+            }
+        }
+        read_counters[batch.source].inc_by(events);
+        self.counters
+            .events_read
+            .fetch_add(events, Ordering::Relaxed);
+        for (i, routed) in out.into_iter().enumerate() {
+            if routed.is_empty() {
+                continue;
+            }
+            if let Some(tx) = &path_txs[i] {
+                // A closed channel means the path ended; its task result names the reason.
+                let _ = tx.send(routed).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, tracker: &mut Tracker, names: &[String]) -> Result<(), RuntimeError> {
+        if !tracker.take_dirty() {
+            return Ok(());
+        }
+        // Dead letters first: a committed position must never skip a letter not yet on disk.
+        self.dead_letters.sync()?;
+        let checkpoint = Checkpoint {
+            pipeline: self.pipeline.clone(),
+            updated_at: chrono::Utc::now(),
+            sources: names
+                .iter()
+                .cloned()
+                .zip(tracker.progress().iter().cloned())
+                .collect(),
+        };
+        self.checkpoint.save(&checkpoint)?;
+        self.metrics
+            .checkpoint_saves
+            .with_label_values(&[&self.pipeline])
+            .inc();
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! The position tracker: which source position every path has acknowledged.
+//!
+//! Each item the runtime dispatches gets a sequence number and the set of paths it went to.
+//! Paths acknowledge in order ("everything up to seq N is durable"), so an item is done once
+//! each of its paths has acknowledged at least its seq, and the committed position of a source
+//! is the position of its newest item such that every item before it, of any source, is done.
+//! One task owns the tracker; nothing here is shared or locked.
+
+use crate::event::Position;
+use std::collections::{BTreeSet, VecDeque};
+
+/// A set of paths, as a bitmask over path indexes.
+pub type PathMask = u8;
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    source: usize,
+    position: Position,
+    paths: PathMask,
+    /// This item closes a unit of the source (a file read to its end).
+    completes: bool,
+}
+
+/// Committed progress of one source: its position and the units (files) finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceProgress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub completed: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    next_seq: u64,
+    acked: Vec<u64>,
+    pending: VecDeque<Pending>,
+    progress: Vec<SourceProgress>,
+    dirty: bool,
+}
+
+impl Tracker {
+    /// `paths` is the number of paths; `progress` the restored state of each source.
+    pub fn new(paths: usize, progress: Vec<SourceProgress>) -> Self {
+        assert!(paths <= PathMask::BITS as usize);
+        Self {
+            next_seq: 1,
+            acked: vec![0; paths],
+            pending: VecDeque::new(),
+            progress,
+            dirty: false,
+        }
+    }
+
+    /// Registers an item sent to `paths` and returns its seq.
+    pub fn dispatch(
+        &mut self,
+        source: usize,
+        position: Position,
+        paths: PathMask,
+        completes: bool,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back(Pending {
+            seq,
+            source,
+            position,
+            paths,
+            completes,
+        });
+        self.advance();
+        seq
+    }
+
+    /// Path `path` has made everything up to `seq` durable.
+    pub fn ack(&mut self, path: usize, seq: u64) {
+        let acked = &mut self.acked[path];
+        *acked = (*acked).max(seq);
+        self.advance();
+    }
+
+    fn is_done(&self, p: &Pending) -> bool {
+        (0..self.acked.len()).all(|i| p.paths & (1 << i) == 0 || self.acked[i] >= p.seq)
+    }
+
+    fn advance(&mut self) {
+        while let Some(front) = self.pending.front() {
+            if !self.is_done(front) {
+                break;
+            }
+            let Some(done) = self.pending.pop_front() else {
+                break;
+            };
+            let progress = &mut self.progress[done.source];
+            if done.completes
+                && let Position::File { file, .. } = &done.position
+            {
+                progress.completed.insert(file.clone());
+            }
+            progress.position = Some(done.position);
+            self.dirty = true;
+        }
+    }
+
+    /// Items dispatched but not yet acknowledged by all their paths.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn progress(&self) -> &[SourceProgress] {
+        &self.progress
+    }
+
+    /// True once since the committed progress last changed.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(record: u64) -> Position {
+        Position::File {
+            file: "f".into(),
+            offset: record * 10,
+            length: 10,
+            record,
+        }
+    }
+
+    fn record_of(t: &Tracker) -> Option<u64> {
+        match &t.progress()[0].position {
+            Some(Position::File { record, .. }) => Some(*record),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn commits_only_what_every_path_acknowledged() {
+        let mut t = Tracker::new(2, vec![SourceProgress::default()]);
+        let a = t.dispatch(0, pos(1), 0b11, false);
+        let b = t.dispatch(0, pos(2), 0b01, false);
+        let c = t.dispatch(0, pos(3), 0b10, false);
+        t.ack(0, b);
+        assert_eq!(record_of(&t), None, "path 1 has not acked record 1");
+        t.ack(1, a);
+        assert_eq!(record_of(&t), Some(2));
+        t.ack(1, c);
+        assert_eq!(record_of(&t), Some(3));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn items_routed_nowhere_commit_with_their_predecessors() {
+        let mut t = Tracker::new(1, vec![SourceProgress::default()]);
+        let a = t.dispatch(0, pos(1), 0b1, false);
+        t.dispatch(0, pos(2), 0, true);
+        assert_eq!(record_of(&t), None);
+        t.ack(0, a);
+        assert_eq!(record_of(&t), Some(2));
+        assert!(t.progress()[0].completed.contains("f"));
+    }
+
+    /// Every interleaving of two paths' acknowledgements of three items: the committed
+    /// position never passes an item some path has not acknowledged.
+    #[test]
+    fn never_commits_past_an_unacknowledged_item_in_any_order() {
+        let masks = [0b11u8, 0b01, 0b10];
+        // Acks: path 0 acks its items in order, path 1 likewise; interleave them all ways.
+        let path_items: Vec<Vec<u64>> = (0..2)
+            .map(|p| {
+                (1..=3u64)
+                    .filter(|s| masks[(*s - 1) as usize] & (1 << p) != 0)
+                    .collect()
+            })
+            .collect();
+        let total = path_items[0].len() + path_items[1].len();
+        for order in 0u32..(1 << total) {
+            if order.count_ones() as usize != path_items[1].len() {
+                continue;
+            }
+            let mut t = Tracker::new(2, vec![SourceProgress::default()]);
+            for (i, m) in masks.iter().enumerate() {
+                t.dispatch(0, pos(i as u64 + 1), *m, false);
+            }
+            let (mut i0, mut i1) = (0, 0);
+            let mut acked: [u64; 2] = [0, 0];
+            for step in 0..total {
+                let p = ((order >> step) & 1) as usize;
+                let seq = if p == 0 {
+                    i0 += 1;
+                    path_items[0][i0 - 1]
+                } else {
+                    i1 += 1;
+                    path_items[1][i1 - 1]
+                };
+                t.ack(p, seq);
+                acked[p] = seq;
+                if let Some(r) = record_of(&t) {
+                    for s in 1..=r {
+                        let m = masks[(s - 1) as usize];
+                        for (q, a) in acked.iter().enumerate() {
+                            assert!(m & (1 << q) == 0 || *a >= s, "order {order:b}: committed {r}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(record_of(&t), Some(3));
+        }
+    }
+}
