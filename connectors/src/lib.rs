@@ -13,3 +13,5 @@ pub mod deadletter;
 pub mod decider;
 pub mod metrics;
 pub mod runtime;
+pub mod paths;
+pub mod pipeline;

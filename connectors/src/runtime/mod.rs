@@ -119,6 +119,7 @@ impl Runtime {
         drop(src_tx);
 
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
+        let configured: Vec<bool> = self.paths.iter().map(Option::is_some).collect();
         let mut path_txs: Vec<Option<mpsc::Sender<Vec<Routed>>>> = Vec::new();
         for (i, path) in self.paths.drain(..).enumerate() {
             match path {
@@ -199,7 +200,8 @@ impl Runtime {
                         }
                     }
                 }
-                _ = ticker.tick() => {
+                // Only while work remains: once every task has ended, `else` ends the loop.
+                _ = ticker.tick(), if sources_open || !tasks.is_empty() => {
                     self.persist(&mut tracker, &names)?;
                 }
                 else => break,
@@ -222,7 +224,7 @@ impl Runtime {
             acknowledged: PATHS
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| path_txs.get(*i).is_some())
+                .filter(|(i, _)| configured[*i])
                 .map(|(i, p)| {
                     (
                         p.as_str(),

@@ -1,0 +1,283 @@
+//! From a `SyncPipeline` manifest to a running pipeline: builds the sources, the decider, the
+//! paths, the checkpoint store and the lineage emitter, runs them, and reports the run as
+//! OpenLineage events (START, then COMPLETE, FAIL or ABORT).
+
+use crate::checkpoint::FileCheckpointStore;
+use crate::deadletter::FileDeadLetters;
+use crate::decider::{Decider, PATHS, RuleSet, RuleError};
+use crate::event::{ChangeEvent, TableId};
+use crate::lineage::{
+    FileEmitter, HttpEmitter, InputDataset, LineageEmitter, LineageError, NoopEmitter,
+    OutputDataset, ProcessingType, RunEvents, new_run_id,
+};
+use crate::metrics::Metrics;
+use crate::paths::batch::{BatchPath, SnapshotWriter, TableApplier};
+use crate::paths::store::{StoreError, open_store};
+use crate::runtime::{Path as PipelinePath, PathError, RunCounters, RunSummary, Runtime, RuntimeError, Source, StopSignal};
+use crate::sinks::table::{TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter};
+use crate::sources::flatfile::{FlatFileError, FlatFileSource};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use syncmesh_crds::{PathName, SyncPipeline};
+use tokio::sync::watch;
+
+/// How the pipeline is hosted.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Relative paths in the manifest are resolved against this directory.
+    pub base_dir: PathBuf,
+    /// Checkpoint and default dead-letter file live here.
+    pub state_dir: PathBuf,
+    /// Keep polling sources for new data until stopped.
+    pub follow: Option<Duration>,
+    /// Capacity (in batches of up to 512 events) of each channel.
+    pub channel_capacity: usize,
+    /// How often committed positions are persisted while running.
+    pub checkpoint_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    FlatFile(#[from] FlatFileError),
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+    #[error("spec.batch.url: {0}")]
+    Store(#[from] StoreError),
+    #[error("spec.sink.url: {0}")]
+    Sink(#[from] TableSinkError),
+    #[error("spec.lineage: {0}")]
+    Lineage(#[from] LineageError),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+/// A pipeline built and ready to run.
+pub struct Pipeline {
+    runtime: Runtime,
+    lineage: Box<dyn LineageEmitter>,
+    run_events: RunEvents,
+    inputs: Vec<InputDataset>,
+    outputs: Vec<(TableId, OutputDataset)>,
+    metrics: Arc<Metrics>,
+    name: String,
+}
+
+/// Resolves a manifest path against the manifest's directory.
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    base.join(p)
+}
+
+/// `sqlite://relative/path` is relative to the manifest's directory, like every other path.
+fn resolve_sqlite(url: &str, base: &Path) -> String {
+    match url.strip_prefix("sqlite://") {
+        Some(rest) if !rest.starts_with('/') && !rest.starts_with(":memory:") => {
+            let path = base.join(rest);
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            format!("sqlite://{}", path.display())
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Applies snapshot batches to the sink tables, timing each write.
+struct SinkApplier {
+    writer: Arc<TableWriter>,
+    pipeline: String,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait::async_trait]
+impl TableApplier for SinkApplier {
+    async fn apply(&mut self, table: &TableId, events: &[Arc<ChangeEvent>]) -> Result<(), PathError> {
+        let t = table.to_string();
+        let started = Instant::now();
+        let stats = self.writer.apply(events).await?;
+        self.metrics
+            .sink_write_seconds
+            .with_label_values(&[&self.pipeline, &t])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .sink_rows
+            .with_label_values(&[&self.pipeline, &t])
+            .inc_by((stats.upserts + stats.deletes) as u64);
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Builds every part; opens files, stores and connections, reads no data.
+    pub async fn build(
+        manifest: &SyncPipeline,
+        options: &PipelineOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let name = manifest.metadata.name.clone().unwrap_or_default();
+        let spec = &manifest.spec;
+        let base = &options.base_dir;
+
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        let mut inputs = Vec::new();
+        let mut tables = Vec::new();
+        for (i, s) in spec.sources.iter().enumerate() {
+            let at = format!("spec.sources[{i}]");
+            let Some(ff) = &s.flat_file else {
+                return Err(BuildError::Invalid {
+                    field: at,
+                    reason: "set exactly one source kind (`flatFile`)".into(),
+                });
+            };
+            let mut source = FlatFileSource::new(&s.name, ff, base, &at)?;
+            if let Some(interval) = options.follow {
+                source = source.follow(interval);
+            }
+            let root = std::fs::canonicalize(source.root()).unwrap_or_else(|_| source.root().to_path_buf());
+            inputs.push(
+                InputDataset::new("file", root.display().to_string())
+                    .with_schema(source.schema())
+                    .with_data_source("file", format!("file://{}", root.display())),
+            );
+            tables.push(source.schema().clone());
+            sources.push(Box::new(source));
+        }
+
+        let decisions = metrics.decisions.clone();
+        let rules = RuleSet::compile(&spec.routes, &spec.default_route, |route| {
+            decisions.with_label_values(&[&name, route])
+        })?;
+
+        let mut outputs = Vec::new();
+        let mut writer = None;
+        if let Some(sink) = &spec.sink {
+            let url = resolve_sqlite(&sink.url, base);
+            let mut opts = TableSinkOptions {
+                create_tables: sink.create_tables,
+                ..Default::default()
+            };
+            for (source_table, target) in &sink.tables {
+                opts.tables.insert(TableId::parse(source_table), TableName::new(target.clone()));
+            }
+            let w = TableWriter::connect(&url, opts).await?;
+            let namespace = TableSinkUrl::parse(&url)?.redacted();
+            for schema in &tables {
+                let target = w.target_for(&schema.table);
+                outputs.push((
+                    schema.table.clone(),
+                    OutputDataset::new(namespace.clone(), target.table.clone()).with_schema(schema),
+                ));
+            }
+            writer = Some(Arc::new(w));
+        }
+
+        let mut paths: Vec<Option<Box<dyn PipelinePath>>> = PATHS.iter().map(|_| None).collect();
+        if let Some(batch) = &spec.batch {
+            let store = open_store(&batch.url, base, batch.s3.as_ref())?;
+            for schema in &tables {
+                outputs.push((
+                    schema.table.clone(),
+                    OutputDataset::new(store.url.clone(), schema.table.to_string()).with_schema(schema),
+                ));
+            }
+            let idx = PATHS.iter().position(|p| *p == PathName::Batch).unwrap_or(1);
+            paths[idx] = Some(Box::new(BatchPath {
+                pipeline: name.clone(),
+                writer: SnapshotWriter::new(store),
+                applier: writer.clone().map(|writer| {
+                    Box::new(SinkApplier {
+                        writer,
+                        pipeline: name.clone(),
+                        metrics: metrics.clone(),
+                    }) as Box<dyn TableApplier>
+                }),
+                max_events: usize::try_from(batch.max_events).unwrap_or(usize::MAX),
+                max_age: Duration::from_secs(batch.max_age_seconds),
+                metrics: metrics.clone(),
+            }));
+        }
+
+        let dead_letter_path = match &spec.dead_letter {
+            Some(d) => resolve(base, &d.file),
+            None => options.state_dir.join("dead-letters.jsonl"),
+        };
+        let lineage: Box<dyn LineageEmitter> = match &spec.lineage {
+            Some(l) if l.file.is_some() => Box::new(FileEmitter::open(resolve(base, l.file.as_deref().unwrap_or_default())).await?),
+            Some(l) if l.http.is_some() => Box::new(HttpEmitter::new(l.http.as_deref().unwrap_or_default())?),
+            _ => Box::new(NoopEmitter),
+        };
+        let namespace = spec.lineage.as_ref().map_or("syncmesh".to_string(), |l| l.namespace.clone());
+        let run_events = RunEvents::new(namespace, name.clone(), new_run_id()).with_processing_type(
+            if options.follow.is_some() { ProcessingType::Streaming } else { ProcessingType::Batch },
+        );
+
+        let runtime = Runtime {
+            pipeline: name.clone(),
+            sources,
+            decider: Arc::new(Decider::new(rules)),
+            paths,
+            checkpoint: Box::new(FileCheckpointStore::new(options.state_dir.join("checkpoint"), name.clone())),
+            dead_letters: Box::new(FileDeadLetters::new(dead_letter_path)),
+            metrics: metrics.clone(),
+            counters: Arc::new(RunCounters::default()),
+            channel_capacity: options.channel_capacity,
+            checkpoint_interval: options.checkpoint_interval,
+        };
+        Ok(Self {
+            runtime,
+            lineage,
+            run_events,
+            inputs,
+            outputs,
+            metrics,
+            name,
+        })
+    }
+
+    /// Live counters of the run, for progress displays.
+    pub fn counters(&self) -> Arc<RunCounters> {
+        self.runtime.counters.clone()
+    }
+
+    /// Runs to the end (or until `stop`), emitting lineage START and COMPLETE, ABORT or FAIL.
+    pub async fn run(
+        mut self,
+        stop_tx: watch::Sender<bool>,
+        stop: StopSignal,
+    ) -> Result<RunSummary, RuntimeError> {
+        let outputs: Vec<OutputDataset> = self.outputs.iter().map(|(_, o)| o.clone()).collect();
+        let start = self.run_events.start(self.inputs.clone(), outputs);
+        emit(&*self.lineage, &start).await;
+        let stopped = stop.clone();
+        let result = self.runtime.run(stop_tx, stop).await;
+        let event = match &result {
+            Ok(_) if stopped.is_stopped() => self.run_events.abort(),
+            Ok(_) => {
+                let with_stats = self
+                    .outputs
+                    .iter()
+                    .map(|(table, o)| {
+                        let rows = self
+                            .metrics
+                            .snapshot_rows
+                            .with_label_values(&[&self.name, &table.to_string()])
+                            .get();
+                        o.clone().with_statistics(rows, None)
+                    })
+                    .collect();
+                self.run_events.complete(with_stats)
+            }
+            Err(e) => self.run_events.fail(e.to_string()),
+        };
+        emit(&*self.lineage, &event).await;
+        result
+    }
+}
+
+async fn emit(lineage: &dyn LineageEmitter, event: &crate::lineage::RunEvent) {
+    // Lineage is reporting, not data: a failure to emit is logged, not fatal.
+    if let Err(e) = lineage.emit(event).await {
+        tracing::warn!(error = %e, "could not emit a lineage event");
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks: where change events land at the end of a path.
+
+pub mod table;

@@ -1,0 +1,3 @@
+//! Sources: each reads one kind of system and pushes `ChangeEvent`s with their positions.
+
+pub mod flatfile;

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod crd;
+pub mod flatfile;
+pub mod run;
+pub mod validate;

@@ -1,0 +1,157 @@
+//! `syncmesh run PIPELINE.yaml`: one pipeline in-process. A finite source ends the run once
+//! every path has acknowledged everything; `--follow` keeps polling until SIGINT/SIGTERM,
+//! which drains (flush, acknowledge, checkpoint) before exiting.
+
+use super::validate::{base_dir, load};
+use crate::Failure;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use syncmesh_connectors::metrics::{Metrics, serve};
+use syncmesh_connectors::pipeline::{BuildError, Pipeline, PipelineOptions};
+use syncmesh_connectors::runtime::{RunSummary, StopSignal};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The SyncPipeline manifest (the same file you would `kubectl apply`).
+    pub pipeline: PathBuf,
+    /// Keep polling the sources for new data until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// Polling interval with --follow, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Where the checkpoint (and default dead-letter file) live.
+    /// Default: `.syncmesh/<pipeline name>` next to the manifest.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// No progress display, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    let manifest = load(&args.pipeline)?;
+    let name = manifest.metadata.name.clone().unwrap_or_default();
+    let base = base_dir(&args.pipeline);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| base.join(".syncmesh").join(&name));
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))
+        .map_err(Failure::bad_input)?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = args.metrics_addr {
+        serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))
+            .map_err(Failure::bad_input)?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
+    let options = PipelineOptions {
+        base_dir: base,
+        state_dir,
+        follow: args.follow.then(|| Duration::from_millis(args.poll_ms)),
+        channel_capacity: 16,
+        checkpoint_interval: Duration::from_millis(500),
+    };
+    let pipeline = Pipeline::build(&manifest, &options, metrics)
+        .await
+        .map_err(|e| match e {
+            BuildError::Sink(_) | BuildError::Lineage(_) | BuildError::Store(_) => {
+                Failure::failed(anyhow::Error::new(e))
+            }
+            other => Failure::bad_input(anyhow::Error::new(other).context(format!(
+                "invalid manifest {}",
+                args.pipeline.display()
+            ))),
+        })?;
+
+    let (stop_tx, stop) = StopSignal::new();
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: draining paths and saving the checkpoint (signal again to abort)");
+        let _ = signal_tx.send(true);
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+
+    let counters = pipeline.counters();
+    let progress = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let c = counters.clone();
+        let b = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                let read = c.events_read.load(Ordering::Relaxed);
+                let acked: u64 = c.acknowledged.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+                b.set_message(format!("{read} events read, {acked} acknowledged"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        bar
+    });
+
+    let result = pipeline.run(stop_tx, stop).await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let summary = result.map_err(Failure::failed)?;
+    print_summary(&name, &summary);
+    Ok(())
+}
+
+fn print_summary(name: &str, s: &RunSummary) {
+    let secs = s.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { s.events_read as f64 / secs } else { 0.0 };
+    println!("pipeline {name}: {} events read in {secs:.2}s ({rate:.0} events/s)", s.events_read);
+    for (path, n) in &s.acknowledged {
+        println!("  {path:<9} {n} events acknowledged");
+    }
+    if s.dead_letters > 0 {
+        println!("  dead letters: {}", s.dead_letters);
+    }
+    for (source, p) in &s.progress {
+        match &p.position {
+            Some(pos) => println!("  source {source}: at {pos}"),
+            None => println!("  source {source}: nothing read yet"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
