@@ -74,6 +74,7 @@ fn resolve_sqlite(url: &str, base: &Path) -> String {
     match url.strip_prefix("sqlite://") {
         Some(rest) if !rest.starts_with('/') && !rest.starts_with(":memory:") => {
             let path = base.join(rest);
+            let path = std::path::absolute(&path).unwrap_or(path);
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }

@@ -49,7 +49,6 @@ pub struct Condition {
     /// A CamelCase reason.
     pub reason: String,
     /// A human-readable message.
-    #[serde(default)]
     pub message: String,
     /// When the status last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]

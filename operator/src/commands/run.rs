@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use syncmesh_connectors::metrics::{Metrics, serve};
 use syncmesh_connectors::pipeline::{BuildError, Pipeline, PipelineOptions};
-use syncmesh_connectors::runtime::{RunSummary, StopSignal};
+use syncmesh_connectors::runtime::{RunSummary, RuntimeError, StopSignal};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -67,9 +67,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let pipeline = Pipeline::build(&manifest, &options, metrics)
         .await
         .map_err(|e| match e {
-            BuildError::Sink(_) | BuildError::Lineage(_) | BuildError::Store(_) => {
-                Failure::failed(anyhow::Error::new(e))
-            }
+            // A database that cannot be reached is a failure of the run, not of the input.
+            BuildError::Sink(_) => Failure::failed(anyhow::Error::new(e)),
             other => Failure::bad_input(anyhow::Error::new(other).context(format!(
                 "invalid manifest {}",
                 args.pipeline.display()
@@ -111,7 +110,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let summary = result.map_err(Failure::failed)?;
+    let summary = result.map_err(|e| match e {
+        // An unreadable or corrupt checkpoint is bad input: the user must decide what to do.
+        RuntimeError::Checkpoint(_) => Failure::bad_input(e),
+        other => Failure::failed(other),
+    })?;
     print_summary(&name, &summary);
     Ok(())
 }

@@ -121,9 +121,16 @@ impl FlatFileSource {
                 reason: e.to_string(),
             })?
             .compile_matcher();
+        let root = base.join(&spec.path);
+        if !root.exists() {
+            return Err(FlatFileError::Invalid {
+                field: format!("{at}.flatFile.path"),
+                reason: format!("{} does not exist", root.display()),
+            });
+        }
         Ok(Self {
             name: name.into(),
-            root: base.join(&spec.path),
+            root,
             pattern,
             layout,
             decoder,
