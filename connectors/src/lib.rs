@@ -4,14 +4,14 @@
 //! to object-storage snapshots), `sinks` apply them to tables, `runtime` wires a pipeline and
 //! tracks acknowledged positions, `checkpoint` persists them, `lineage` reports runs.
 
-pub mod event;
-pub mod lineage;
-pub mod sinks;
-pub mod sources;
 pub mod checkpoint;
 pub mod deadletter;
 pub mod decider;
+pub mod event;
+pub mod lineage;
 pub mod metrics;
-pub mod runtime;
 pub mod paths;
 pub mod pipeline;
+pub mod runtime;
+pub mod sinks;
+pub mod sources;

@@ -24,7 +24,8 @@ pub struct Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -34,7 +35,8 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
     ];
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("valid metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -150,12 +152,7 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move {
-                    (
-                        [("content-type", "text/plain; version=0.0.4")],
-                        m.render(),
-                    )
-                }
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
             }),
         )
         .route("/healthz", get(|| async { "ok" }));

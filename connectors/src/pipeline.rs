@@ -4,7 +4,7 @@
 
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
-use crate::decider::{Decider, PATHS, RuleSet, RuleError};
+use crate::decider::{Decider, PATHS, RuleError, RuleSet};
 use crate::event::{ChangeEvent, TableId};
 use crate::lineage::{
     FileEmitter, HttpEmitter, InputDataset, LineageEmitter, LineageError, NoopEmitter,
@@ -13,7 +13,10 @@ use crate::lineage::{
 use crate::metrics::Metrics;
 use crate::paths::batch::{BatchPath, SnapshotWriter, TableApplier};
 use crate::paths::store::{StoreError, open_store};
-use crate::runtime::{Path as PipelinePath, PathError, RunCounters, RunSummary, Runtime, RuntimeError, Source, StopSignal};
+use crate::runtime::{
+    Path as PipelinePath, PathError, RunCounters, RunSummary, Runtime, RuntimeError, Source,
+    StopSignal,
+};
 use crate::sinks::table::{TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter};
 use crate::sources::flatfile::{FlatFileError, FlatFileSource};
 use std::path::{Path, PathBuf};
@@ -93,7 +96,11 @@ struct SinkApplier {
 
 #[async_trait::async_trait]
 impl TableApplier for SinkApplier {
-    async fn apply(&mut self, table: &TableId, events: &[Arc<ChangeEvent>]) -> Result<(), PathError> {
+    async fn apply(
+        &mut self,
+        table: &TableId,
+        events: &[Arc<ChangeEvent>],
+    ) -> Result<(), PathError> {
         let t = table.to_string();
         let started = Instant::now();
         let stats = self.writer.apply(events).await?;
@@ -135,7 +142,8 @@ impl Pipeline {
             if let Some(interval) = options.follow {
                 source = source.follow(interval);
             }
-            let root = std::fs::canonicalize(source.root()).unwrap_or_else(|_| source.root().to_path_buf());
+            let root = std::fs::canonicalize(source.root())
+                .unwrap_or_else(|_| source.root().to_path_buf());
             inputs.push(
                 InputDataset::new("file", root.display().to_string())
                     .with_schema(source.schema())
@@ -159,7 +167,8 @@ impl Pipeline {
                 ..Default::default()
             };
             for (source_table, target) in &sink.tables {
-                opts.tables.insert(TableId::parse(source_table), TableName::new(target.clone()));
+                opts.tables
+                    .insert(TableId::parse(source_table), TableName::new(target.clone()));
             }
             let w = TableWriter::connect(&url, opts).await?;
             let namespace = TableSinkUrl::parse(&url)?.redacted();
@@ -179,10 +188,14 @@ impl Pipeline {
             for schema in &tables {
                 outputs.push((
                     schema.table.clone(),
-                    OutputDataset::new(store.url.clone(), schema.table.to_string()).with_schema(schema),
+                    OutputDataset::new(store.url.clone(), schema.table.to_string())
+                        .with_schema(schema),
                 ));
             }
-            let idx = PATHS.iter().position(|p| *p == PathName::Batch).unwrap_or(1);
+            let idx = PATHS
+                .iter()
+                .position(|p| *p == PathName::Batch)
+                .unwrap_or(1);
             paths[idx] = Some(Box::new(BatchPath {
                 pipeline: name.clone(),
                 writer: SnapshotWriter::new(store),
@@ -204,21 +217,34 @@ impl Pipeline {
             None => options.state_dir.join("dead-letters.jsonl"),
         };
         let lineage: Box<dyn LineageEmitter> = match &spec.lineage {
-            Some(l) if l.file.is_some() => Box::new(FileEmitter::open(resolve(base, l.file.as_deref().unwrap_or_default())).await?),
-            Some(l) if l.http.is_some() => Box::new(HttpEmitter::new(l.http.as_deref().unwrap_or_default())?),
+            Some(l) if l.file.is_some() => Box::new(
+                FileEmitter::open(resolve(base, l.file.as_deref().unwrap_or_default())).await?,
+            ),
+            Some(l) if l.http.is_some() => {
+                Box::new(HttpEmitter::new(l.http.as_deref().unwrap_or_default())?)
+            }
             _ => Box::new(NoopEmitter),
         };
-        let namespace = spec.lineage.as_ref().map_or("syncmesh".to_string(), |l| l.namespace.clone());
-        let run_events = RunEvents::new(namespace, name.clone(), new_run_id()).with_processing_type(
-            if options.follow.is_some() { ProcessingType::Streaming } else { ProcessingType::Batch },
-        );
+        let namespace = spec
+            .lineage
+            .as_ref()
+            .map_or("syncmesh".to_string(), |l| l.namespace.clone());
+        let run_events = RunEvents::new(namespace, name.clone(), new_run_id())
+            .with_processing_type(if options.follow.is_some() {
+                ProcessingType::Streaming
+            } else {
+                ProcessingType::Batch
+            });
 
         let runtime = Runtime {
             pipeline: name.clone(),
             sources,
             decider: Arc::new(Decider::new(rules)),
             paths,
-            checkpoint: Box::new(FileCheckpointStore::new(options.state_dir.join("checkpoint"), name.clone())),
+            checkpoint: Box::new(FileCheckpointStore::new(
+                options.state_dir.join("checkpoint"),
+                name.clone(),
+            )),
             dead_letters: Box::new(FileDeadLetters::new(dead_letter_path)),
             metrics: metrics.clone(),
             counters: Arc::new(RunCounters::default()),

@@ -62,7 +62,11 @@ pub fn parse_manifest(text: &str) -> Result<SyncPipeline, ManifestError> {
     let pipeline: SyncPipeline = serde_path_to_error::deserialize(&tree).map_err(|e| {
         let path = e.path().to_string();
         ManifestError::Field {
-            path: if path == "." { "(document)".into() } else { path },
+            path: if path == "." {
+                "(document)".into()
+            } else {
+                path
+            },
             reason: e.into_inner().to_string(),
         }
     })?;
@@ -127,7 +131,10 @@ spec:
 
     #[test]
     fn wrong_type_names_its_path() {
-        let (path, reason) = field_error(&GOOD.replace("url: out/snapshots", "url: out/snapshots\n    maxEvents: lots"));
+        let (path, reason) = field_error(&GOOD.replace(
+            "url: out/snapshots",
+            "url: out/snapshots\n    maxEvents: lots",
+        ));
         assert_eq!(path, "spec.batch.maxEvents");
         assert!(reason.contains("invalid type"), "{reason}");
     }
@@ -141,7 +148,8 @@ spec:
 
     #[test]
     fn bad_enum_value_is_refused() {
-        let (path, reason) = field_error(&GOOD.replace("primaryKey", "encoding: utf7\n        primaryKey"));
+        let (path, reason) =
+            field_error(&GOOD.replace("primaryKey", "encoding: utf7\n        primaryKey"));
         assert_eq!(path, "spec.sources[0].flatFile.encoding");
         assert!(reason.contains("utf7"), "{reason}");
     }

@@ -60,7 +60,10 @@ fn default_route() -> Vec<PathName> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceSpec {
     /// Unique within the pipeline; used in positions, metrics and routing rules.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
     pub name: String,
     /// Fixed-width records from flat files, described by a COBOL copybook or a YAML layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,7 +148,9 @@ pub enum RecordFormat {
 }
 
 /// A path an event can take.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PathName {
     /// Kafka, exactly-once.

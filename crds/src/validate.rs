@@ -41,7 +41,10 @@ impl fmt::Display for FieldIssue {
 pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
     let mut issues = Vec::new();
     if spec.sources.is_empty() {
-        issues.push(FieldIssue::new("spec.sources", "at least one source is required"));
+        issues.push(FieldIssue::new(
+            "spec.sources",
+            "at least one source is required",
+        ));
     }
     let mut names = BTreeSet::new();
     for (i, source) in spec.sources.iter().enumerate() {
@@ -71,7 +74,10 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
                     ));
                 }
                 if let Err(e) = globset::Glob::new(&ff.pattern) {
-                    issues.push(FieldIssue::new(format!("{at}.flatFile.pattern"), e.to_string()));
+                    issues.push(FieldIssue::new(
+                        format!("{at}.flatFile.pattern"),
+                        e.to_string(),
+                    ));
                 }
             }
         }
@@ -106,7 +112,10 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
         }
         for (j, glob) in route.matches.tables.iter().enumerate() {
             if let Err(e) = globset::Glob::new(glob) {
-                issues.push(FieldIssue::new(format!("{at}.match.tables[{j}]"), e.to_string()));
+                issues.push(FieldIssue::new(
+                    format!("{at}.match.tables[{j}]"),
+                    e.to_string(),
+                ));
             }
         }
         for (j, name) in route.matches.sources.iter().enumerate() {
@@ -168,7 +177,10 @@ spec:
             "  batch: {url: out}\n  routes:\n    - name: r\n      match: {sources: [b]}\n      to: [realtime]\n",
         );
         let paths: Vec<_> = found.iter().map(|i| i.path.as_str()).collect();
-        assert_eq!(paths, ["spec.routes[0].match.sources[0]", "spec.routes[0].to[0]"]);
+        assert_eq!(
+            paths,
+            ["spec.routes[0].match.sources[0]", "spec.routes[0].to[0]"]
+        );
     }
 
     #[test]

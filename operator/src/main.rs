@@ -12,7 +12,11 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "syncmesh", version, about = "Sync operational databases and legacy files into an analytic store, and prove the copy equals the source")]
+#[command(
+    name = "syncmesh",
+    version,
+    about = "Sync operational databases and legacy files into an analytic store, and prove the copy equals the source"
+)]
 struct Cli {
     /// Log format: `text` (human, the default) or `json`.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -64,7 +68,10 @@ fn main() -> ExitCode {
         Command::Crd => commands::crd::print(),
         Command::Validate(args) => commands::validate::validate(&args),
         Command::Flatfile(cmd) => commands::flatfile::run(cmd),
-        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(commands::run::run(args)),
             Err(e) => Err(Failure::failed(e)),
         },

@@ -24,7 +24,11 @@ fn quickstart_copy(data_files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, PathBu
     std::fs::create_dir(dir.path().join("data")).expect("data dir");
     if data_files.is_empty() {
         for f in ["ledger-0001.dat", "ledger-0002.dat"] {
-            std::fs::copy(examples.join("data").join(f), dir.path().join("data").join(f)).expect("copy data");
+            std::fs::copy(
+                examples.join("data").join(f),
+                dir.path().join("data").join(f),
+            )
+            .expect("copy data");
         }
     }
     for (name, bytes) in data_files {
@@ -37,14 +41,19 @@ fn quickstart_copy(data_files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, PathBu
 fn expected_rows(data: &Path) -> BTreeMap<i64, Vec<Value>> {
     let layout = Layout::load(repo_root().join("deploy/examples/ledger.cpy")).expect("layout");
     let decoder = RecordDecoder::new(&layout, DecodeOptions::default()).expect("decoder");
-    let mut files: Vec<_> = std::fs::read_dir(data).expect("data dir").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(data)
+        .expect("data dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     files.sort();
     let mut rows = BTreeMap::new();
     for f in files {
         let bytes = std::fs::read(&f).expect("read data");
         for rec in bytes.chunks(RECORD) {
             if let Ok(values) = decoder.decode(rec) {
-                let Value::Int(id) = values[0] else { panic!("ACCOUNT-ID is an integer") };
+                let Value::Int(id) = values[0] else {
+                    panic!("ACCOUNT-ID is an integer")
+                };
                 rows.insert(id, values);
             }
         }
@@ -61,14 +70,21 @@ fn sink_rows(db: &Path) -> BTreeMap<i64, Vec<String>> {
             .connect(&format!("sqlite://{}?mode=ro", db.display()))
             .await
             .expect("open sink");
-        let rows = sqlx::query("SELECT * FROM ledger").fetch_all(&pool).await.expect("select");
+        let rows = sqlx::query("SELECT * FROM ledger")
+            .fetch_all(&pool)
+            .await
+            .expect("select");
         let mut out = BTreeMap::new();
         for row in rows {
             let id: i64 = row.try_get(0).expect("id");
             let mut values = Vec::new();
             for i in 0..row.len() {
                 let v: Result<String, _> = row.try_get(i);
-                values.push(v.unwrap_or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()).unwrap_or_default()));
+                values.push(v.unwrap_or_else(|_| {
+                    row.try_get::<i64, _>(i)
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                }));
             }
             assert!(out.insert(id, values).is_none(), "ACCOUNT-ID {id} twice");
         }
@@ -81,7 +97,9 @@ fn assert_sink_equals_source(dir: &Path) {
     let actual = sink_rows(&dir.join("out/sink.db"));
     assert_eq!(actual.len(), expected.len(), "rows in the sink");
     for (id, values) in &expected {
-        let row = actual.get(id).unwrap_or_else(|| panic!("ACCOUNT-ID {id} missing from the sink"));
+        let row = actual
+            .get(id)
+            .unwrap_or_else(|| panic!("ACCOUNT-ID {id} missing from the sink"));
         // Column 4 is BALANCE (COMP-3, scale 2): exact decimal text.
         assert_eq!(row[4], values[4].key_text(), "BALANCE of {id}");
         assert_eq!(row[2], values[2].key_text(), "CUSTOMER-NAME of {id}");
@@ -100,7 +118,9 @@ fn manifests_rows(dir: &Path) -> u64 {
     let mut rows = 0;
     let root = dir.join("out/snapshots/bank.ledger/_manifests");
     for entry in std::fs::read_dir(root).expect("manifests") {
-        let m: J = serde_json::from_slice(&std::fs::read(entry.expect("entry").path()).expect("read")).expect("json");
+        let m: J =
+            serde_json::from_slice(&std::fs::read(entry.expect("entry").path()).expect("read"))
+                .expect("json");
         let files = m["files"].as_array().expect("files");
         assert!(!files.is_empty());
         rows += m["rows"].as_u64().expect("rows");
@@ -125,16 +145,29 @@ fn quickstart_runs_end_to_end_and_a_rerun_adds_nothing() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let total_records = 10_500;
     assert_eq!(events_read(&text(&out.stdout)), total_records);
-    assert_eq!(manifests_rows(dir.path()), total_records, "every record is in a committed snapshot");
+    assert_eq!(
+        manifests_rows(dir.path()),
+        total_records,
+        "every record is in a committed snapshot"
+    );
     assert_sink_equals_source(dir.path());
 
     let events = lineage(dir.path());
-    let types: Vec<_> = events.iter().map(|e| e["eventType"].as_str().unwrap_or("")).collect();
+    let types: Vec<_> = events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(types, ["START", "COMPLETE"]);
     assert_eq!(events[0]["run"]["runId"], events[1]["run"]["runId"]);
     assert_eq!(events[0]["job"]["name"], "quickstart");
     assert!(!events[0]["inputs"].as_array().expect("inputs").is_empty());
-    assert!(events[1]["outputs"].as_array().expect("outputs").iter().any(|o| o["outputFacets"]["outputStatistics"]["rowCount"] == total_records));
+    assert!(
+        events[1]["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .any(|o| o["outputFacets"]["outputStatistics"]["rowCount"] == total_records)
+    );
 
     // Again: the checkpoint says every file is complete; nothing is read, nothing duplicated.
     let out = syncmesh(&["run", m]);
@@ -146,7 +179,8 @@ fn quickstart_runs_end_to_end_and_a_rerun_adds_nothing() {
 
 /// `files` files of `per_file` records with unique account ids, built from the sample.
 fn many_records(files: usize, per_file: usize) -> Vec<(String, Vec<u8>)> {
-    let sample = std::fs::read(repo_root().join("deploy/examples/data/ledger-0001.dat")).expect("sample");
+    let sample =
+        std::fs::read(repo_root().join("deploy/examples/data/ledger-0001.dat")).expect("sample");
     let mut next_id = 2_000_000_000u64;
     (0..files)
         .map(|f| {
@@ -163,9 +197,14 @@ fn many_records(files: usize, per_file: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 fn checkpointed_record_count(dir: &Path) -> u64 {
-    let text = std::fs::read_to_string(dir.join(".syncmesh/quickstart/checkpoint")).unwrap_or_default();
-    let Some((_, body)) = text.split_once('\n') else { return 0 };
-    let Ok(cp) = serde_json::from_str::<J>(body) else { return 0 };
+    let text =
+        std::fs::read_to_string(dir.join(".syncmesh/quickstart/checkpoint")).unwrap_or_default();
+    let Some((_, body)) = text.split_once('\n') else {
+        return 0;
+    };
+    let Ok(cp) = serde_json::from_str::<J>(body) else {
+        return 0;
+    };
     let src = &cp["sources"]["ledger"];
     let done = src["completed"].as_array().map_or(0, Vec::len) as u64;
     done * 10_000 + src["position"]["record"].as_u64().unwrap_or(0)
@@ -174,10 +213,18 @@ fn checkpointed_record_count(dir: &Path) -> u64 {
 #[test]
 fn sigkill_midway_then_restart_delivers_every_record_once() {
     let files = many_records(6, 10_000);
-    let (dir, manifest) = quickstart_copy(&files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect::<Vec<_>>());
+    let (dir, manifest) = quickstart_copy(
+        &files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect::<Vec<_>>(),
+    );
     std::fs::write(
         &manifest,
-        std::fs::read_to_string(&manifest).expect("manifest").replace("ledger-*.dat", "big-*.dat").replace("maxEvents: 4000", "maxEvents: 1500"),
+        std::fs::read_to_string(&manifest)
+            .expect("manifest")
+            .replace("ledger-*.dat", "big-*.dat")
+            .replace("maxEvents: 4000", "maxEvents: 1500"),
     )
     .expect("edit manifest");
     let mut child = Command::new(bin())
@@ -194,8 +241,14 @@ fn sigkill_midway_then_restart_delivers_every_record_once() {
         if n >= 6_000 {
             break;
         }
-        assert!(child.try_wait().expect("wait").is_none(), "the run ended before it could be killed");
-        assert!(Instant::now() < deadline, "no checkpoint progress within 120 s");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint progress within 120 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().expect("SIGKILL");
@@ -206,32 +259,52 @@ fn sigkill_midway_then_restart_delivers_every_record_once() {
     let out = syncmesh(&["run", manifest.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let reread = events_read(&text(&out.stdout));
-    assert!(reread <= 60_000 - at_kill, "resumed from the checkpoint: read {reread} after {at_kill} were committed");
+    assert!(
+        reread <= 60_000 - at_kill,
+        "resumed from the checkpoint: read {reread} after {at_kill} were committed"
+    );
     assert_sink_equals_source(dir.path());
     // Snapshots a killed writer left without a manifest were removed on restart.
-    let listed: usize = std::fs::read_dir(dir.path().join("out/snapshots/bank.ledger/_manifests")).expect("manifests").count();
+    let listed: usize = std::fs::read_dir(dir.path().join("out/snapshots/bank.ledger/_manifests"))
+        .expect("manifests")
+        .count();
     let data_files = std::fs::read_dir(dir.path().join("out/snapshots/bank.ledger"))
         .expect("table dir")
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("dt="))
-        .flat_map(|d| std::fs::read_dir(d.path()).expect("partition").filter_map(Result::ok))
+        .flat_map(|d| {
+            std::fs::read_dir(d.path())
+                .expect("partition")
+                .filter_map(Result::ok)
+        })
         .count();
-    assert_eq!(data_files, listed, "one data file per committed snapshot, no orphans");
+    assert_eq!(
+        data_files, listed,
+        "one data file per committed snapshot, no orphans"
+    );
 }
 
 #[test]
 fn a_bad_record_goes_to_dead_letters_and_the_run_goes_on() {
-    let mut bytes = std::fs::read(repo_root().join("deploy/examples/data/ledger-0002.dat")).expect("sample");
+    let mut bytes =
+        std::fs::read(repo_root().join("deploy/examples/data/ledger-0002.dat")).expect("sample");
     // Record 3: a letter inside the zoned OPEN-DATE field (bytes 69..77 of the record).
     bytes[2 * RECORD + 70] = b'X';
     let (dir, manifest) = quickstart_copy(&[("ledger-0001.dat", bytes)]);
     let out = syncmesh(&["run", manifest.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let letters = std::fs::read_to_string(dir.path().join("out/dead-letters.jsonl")).expect("dead letters");
-    let lines: Vec<J> = letters.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let letters =
+        std::fs::read_to_string(dir.path().join("out/dead-letters.jsonl")).expect("dead letters");
+    let lines: Vec<J> = letters
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(lines.len(), 1);
     let reason = lines[0]["reason"].as_str().expect("reason");
-    assert!(reason.contains("record 3") && reason.contains("OPEN-DATE") && reason.contains("byte 200"), "{reason}");
+    assert!(
+        reason.contains("record 3") && reason.contains("OPEN-DATE") && reason.contains("byte 200"),
+        "{reason}"
+    );
     assert_eq!(lines[0]["position"]["offset"], 200);
     assert_eq!(sink_rows(&dir.path().join("out/sink.db")).len(), 499);
 }
@@ -242,25 +315,52 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
     let m = manifest.to_str().expect("utf-8");
     let original = std::fs::read_to_string(&manifest).expect("manifest");
     let cases = [
-        (original.replace("primaryKey", "primaryKeys"), "spec.sources[0].flatFile.primaryKeys"),
-        (original.replace("maxEvents: 4000", "maxEvents: many"), "spec.batch.maxEvents"),
-        (original.replace("[ACCOUNT-ID]", "[ACCOUNT-NO]"), "spec.sources[0].flatFile.primaryKey[0]"),
-        (original.replace("layout: ledger.cpy", "layout: missing.cpy"), "spec.sources[0].flatFile.layout"),
-        (original.replace("path: data", "path: nowhere"), "spec.sources[0].flatFile.path"),
+        (
+            original.replace("primaryKey", "primaryKeys"),
+            "spec.sources[0].flatFile.primaryKeys",
+        ),
+        (
+            original.replace("maxEvents: 4000", "maxEvents: many"),
+            "spec.batch.maxEvents",
+        ),
+        (
+            original.replace("[ACCOUNT-ID]", "[ACCOUNT-NO]"),
+            "spec.sources[0].flatFile.primaryKey[0]",
+        ),
+        (
+            original.replace("layout: ledger.cpy", "layout: missing.cpy"),
+            "spec.sources[0].flatFile.layout",
+        ),
+        (
+            original.replace("path: data", "path: nowhere"),
+            "spec.sources[0].flatFile.path",
+        ),
     ];
     for (text_, path) in cases {
         std::fs::write(&manifest, &text_).expect("write");
         for cmd in ["validate", "run"] {
             let out = syncmesh(&[cmd, m]);
-            assert_eq!(out.status.code(), Some(2), "{cmd} with {path}: {}", text(&out.stderr));
-            assert!(text(&out.stderr).contains(path), "{cmd}: {} should name {path}", text(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{cmd} with {path}: {}",
+                text(&out.stderr)
+            );
+            assert!(
+                text(&out.stderr).contains(path),
+                "{cmd}: {} should name {path}",
+                text(&out.stderr)
+            );
         }
     }
     std::fs::write(&manifest, &original).expect("write");
     let out = syncmesh(&["validate", m]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let out = syncmesh(&["run", dir.path().join("absent.yaml").to_str().expect("utf-8")]);
+    let out = syncmesh(&[
+        "run",
+        dir.path().join("absent.yaml").to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("absent.yaml"));
 
@@ -268,9 +368,15 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
     let out = syncmesh(&["run", m]);
     assert!(out.status.success());
     let cp = dir.path().join(".syncmesh/quickstart/checkpoint");
-    let damaged = std::fs::read_to_string(&cp).expect("checkpoint").replace("ledger-0002", "ledger-0003");
+    let damaged = std::fs::read_to_string(&cp)
+        .expect("checkpoint")
+        .replace("ledger-0002", "ledger-0003");
     std::fs::write(&cp, damaged).expect("damage");
     let out = syncmesh(&["run", m]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("corrupt"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("corrupt"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -143,7 +143,9 @@ mod tests {
         let path = dir.path().join("cp");
         let mut store = FileCheckpointStore::new(&path, "p");
         store.save(&sample()).unwrap();
-        let text = fs::read_to_string(&path).unwrap().replace("\"commit_ts\": 7", "\"commit_ts\": 8");
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"commit_ts\": 7", "\"commit_ts\": 8");
         fs::write(&path, text).unwrap();
         let err = store.load().unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
@@ -154,7 +156,9 @@ mod tests {
     fn another_pipelines_checkpoint_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp");
-        FileCheckpointStore::new(&path, "p").save(&sample()).unwrap();
+        FileCheckpointStore::new(&path, "p")
+            .save(&sample())
+            .unwrap();
         let err = FileCheckpointStore::new(&path, "q").load().unwrap_err();
         assert!(matches!(err, CheckpointError::WrongPipeline { .. }));
     }

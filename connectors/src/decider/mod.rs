@@ -188,11 +188,22 @@ mod tests {
 
     #[test]
     fn first_matching_rule_wins_and_default_catches_the_rest() {
-        let c = prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["route"]).unwrap();
+        let c =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["route"]).unwrap();
         let rules = RuleSet::compile(
             &[
-                route("deletes", &["bank.*"], &[OperationName::Delete], &[PathName::Realtime]),
-                route("bank", &["bank.*"], &[], &[PathName::Realtime, PathName::Batch]),
+                route(
+                    "deletes",
+                    &["bank.*"],
+                    &[OperationName::Delete],
+                    &[PathName::Realtime],
+                ),
+                route(
+                    "bank",
+                    &["bank.*"],
+                    &[],
+                    &[PathName::Realtime, PathName::Batch],
+                ),
                 route("drop-audit", &["*.audit_*"], &[], &[]),
             ],
             &[PathName::Batch],
@@ -214,8 +225,12 @@ mod tests {
         let d = Decider::new(RuleSet::compile(&[], &[PathName::Batch], |_| c.clone()).unwrap());
         assert_eq!(d.decide(&event("a.b", Operation::Insert)), 2);
         d.reload(
-            RuleSet::compile(&[route("rt", &[], &[], &[PathName::Realtime])], &[PathName::Batch], |_| c.clone())
-                .unwrap(),
+            RuleSet::compile(
+                &[route("rt", &[], &[], &[PathName::Realtime])],
+                &[PathName::Batch],
+                |_| c.clone(),
+            )
+            .unwrap(),
         );
         assert_eq!(d.decide(&event("a.b", Operation::Insert)), 1);
         assert_eq!(c.get(), 2);

@@ -7,8 +7,8 @@ mod value;
 
 pub use debezium::to_debezium_json;
 pub use position::Position;
-pub use value::{Decimal, DecimalError, Value};
 pub(crate) use value::base64_encode as base64;
+pub use value::{Decimal, DecimalError, Value};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

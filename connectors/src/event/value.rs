@@ -176,7 +176,14 @@ mod tests {
 
     #[test]
     fn decimal_keeps_its_scale() {
-        for text in ["-499045978.39", "-0.71051", "0.41567", "12.00", "7", "-0.01"] {
+        for text in [
+            "-499045978.39",
+            "-0.71051",
+            "0.41567",
+            "12.00",
+            "7",
+            "-0.01",
+        ] {
             assert_eq!(Decimal::parse(text).unwrap().to_string(), text);
         }
         assert_eq!(Decimal::new(-5, 3).to_string(), "-0.005");
@@ -185,7 +192,10 @@ mod tests {
 
     #[test]
     fn decimal_rejects_garbage() {
-        assert!(matches!(Decimal::parse("1.2.3"), Err(DecimalError::Syntax(_))));
+        assert!(matches!(
+            Decimal::parse("1.2.3"),
+            Err(DecimalError::Syntax(_))
+        ));
         assert!(matches!(Decimal::parse("-"), Err(DecimalError::Syntax(_))));
         assert!(matches!(
             Decimal::parse("1234567890123456789012345678901234567890"),
@@ -195,7 +205,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        let cases = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")];
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ];
         for (plain, encoded) in cases {
             assert_eq!(base64_encode(plain.as_bytes()), encoded);
         }

@@ -204,7 +204,10 @@ mod tests {
                     for s in 1..=r {
                         let m = masks[(s - 1) as usize];
                         for (q, a) in acked.iter().enumerate() {
-                            assert!(m & (1 << q) == 0 || *a >= s, "order {order:b}: committed {r}");
+                            assert!(
+                                m & (1 << q) == 0 || *a >= s,
+                                "order {order:b}: committed {r}"
+                            );
                         }
                     }
                 }

@@ -96,7 +96,10 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
                 writeln!(out, "{line}").map_err(Failure::failed)?;
             }
             Err(e) => {
-                let reason = format!("{input}: record {} at byte {}: {e}", record.number, record.offset);
+                let reason = format!(
+                    "{input}: record {} at byte {}: {e}",
+                    record.number, record.offset
+                );
                 match dead.as_mut() {
                     None => {
                         let _ = out.flush();

@@ -69,17 +69,19 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(|e| match e {
             // A database that cannot be reached is a failure of the run, not of the input.
             BuildError::Sink(_) => Failure::failed(anyhow::Error::new(e)),
-            other => Failure::bad_input(anyhow::Error::new(other).context(format!(
-                "invalid manifest {}",
-                args.pipeline.display()
-            ))),
+            other => Failure::bad_input(
+                anyhow::Error::new(other)
+                    .context(format!("invalid manifest {}", args.pipeline.display())),
+            ),
         })?;
 
     let (stop_tx, stop) = StopSignal::new();
     let signal_tx = stop_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stopping: draining paths and saving the checkpoint (signal again to abort)");
+        tracing::info!(
+            "stopping: draining paths and saving the checkpoint (signal again to abort)"
+        );
         let _ = signal_tx.send(true);
         wait_for_signal().await;
         std::process::exit(130);
@@ -98,7 +100,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         tokio::spawn(async move {
             loop {
                 let read = c.events_read.load(Ordering::Relaxed);
-                let acked: u64 = c.acknowledged.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+                let acked: u64 = c
+                    .acknowledged
+                    .iter()
+                    .map(|a| a.load(Ordering::Relaxed))
+                    .sum();
                 b.set_message(format!("{read} events read, {acked} acknowledged"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -121,8 +127,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
 
 fn print_summary(name: &str, s: &RunSummary) {
     let secs = s.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { s.events_read as f64 / secs } else { 0.0 };
-    println!("pipeline {name}: {} events read in {secs:.2}s ({rate:.0} events/s)", s.events_read);
+    let rate = if secs > 0.0 {
+        s.events_read as f64 / secs
+    } else {
+        0.0
+    };
+    println!(
+        "pipeline {name}: {} events read in {secs:.2}s ({rate:.0} events/s)",
+        s.events_read
+    );
     for (path, n) in &s.acknowledged {
         println!("  {path:<9} {n} events acknowledged");
     }

@@ -18,8 +18,11 @@ use tokio::sync::mpsc;
 #[async_trait::async_trait]
 pub trait TableApplier: Send {
     /// Applies `events` (all of `table`, in source order) idempotently.
-    async fn apply(&mut self, table: &TableId, events: &[Arc<ChangeEvent>])
-    -> Result<(), PathError>;
+    async fn apply(
+        &mut self,
+        table: &TableId,
+        events: &[Arc<ChangeEvent>],
+    ) -> Result<(), PathError>;
 }
 
 pub struct BatchPath {
@@ -81,7 +84,10 @@ impl Path for BatchPath {
     ) -> Result<(), PathError> {
         let removed = self.writer.remove_orphans().await?;
         if removed > 0 {
-            tracing::warn!(removed, "removed data files of snapshots that were never committed");
+            tracing::warn!(
+                removed,
+                "removed data files of snapshots that were never committed"
+            );
         }
         let mut pending: Vec<Routed> = Vec::new();
         let mut oldest: Option<Instant> = None;

@@ -84,7 +84,11 @@ impl SnapshotWriter {
             unreachable!("commit is only called with events");
         };
         let now = Utc::now();
-        let snapshot_id = format!("{}-{}", now.format("%Y%m%dT%H%M%S%3fZ"), uuid::Uuid::new_v4().simple());
+        let snapshot_id = format!(
+            "{}-{}",
+            now.format("%Y%m%dT%H%M%S%3fZ"),
+            uuid::Uuid::new_v4().simple()
+        );
         let dir = self
             .table_dir(table)
             .join(format!("dt={}", now.format("%Y-%m-%d")));
@@ -98,7 +102,9 @@ impl SnapshotWriter {
             buf.push(b'\n');
             rows += 1;
             if buf.len() >= FILE_BYTES || i + 1 == events.len() {
-                let path = dir.clone().join(format!("{snapshot_id}-part-{:04}.jsonl", files.len()));
+                let path = dir
+                    .clone()
+                    .join(format!("{snapshot_id}-part-{:04}.jsonl", files.len()));
                 let data = Bytes::from(std::mem::take(&mut buf));
                 files.push(SnapshotFile {
                     path: path.to_string(),
@@ -127,8 +133,14 @@ impl SnapshotWriter {
             .join(MANIFESTS)
             .join(format!("{snapshot_id}.json"));
         let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        self.put(&snapshot_id, table, &path, Bytes::from(body), PutMode::Create)
-            .await?;
+        self.put(
+            &snapshot_id,
+            table,
+            &path,
+            Bytes::from(body),
+            PutMode::Create,
+        )
+        .await?;
         Ok(manifest)
     }
 
