@@ -196,6 +196,7 @@ fn many_records(files: usize, per_file: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Records committed so far: whole completed files plus the position in the current one.
 fn checkpointed_record_count(dir: &Path) -> u64 {
     let text =
         std::fs::read_to_string(dir.join(".syncmesh/quickstart/checkpoint")).unwrap_or_default();
@@ -206,8 +207,19 @@ fn checkpointed_record_count(dir: &Path) -> u64 {
         return 0;
     };
     let src = &cp["sources"]["ledger"];
-    let done = src["completed"].as_array().map_or(0, Vec::len) as u64;
-    done * 10_000 + src["position"]["record"].as_u64().unwrap_or(0)
+    let completed: Vec<&str> = src["completed"]
+        .as_array()
+        .map_or(Vec::new(), |a| a.iter().filter_map(J::as_str).collect());
+    let whole: u64 = completed
+        .iter()
+        .map(|f| std::fs::metadata(dir.join("data").join(f)).map_or(0, |m| m.len()) / RECORD as u64)
+        .sum();
+    let current = src["position"]["file"].as_str().unwrap_or("");
+    if completed.contains(&current) {
+        whole
+    } else {
+        whole + src["position"]["record"].as_u64().unwrap_or(0)
+    }
 }
 
 #[test]
@@ -378,5 +390,66 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
         text(&out.stderr).contains("corrupt"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn follow_picks_up_new_files_and_sigterm_drains_cleanly() {
+    let (dir, manifest) = quickstart_copy(&[]);
+    // Start with only the first file; the second arrives while the pipeline follows.
+    let second = dir.path().join("data/ledger-0002.dat");
+    let held = std::fs::read(&second).expect("read");
+    std::fs::remove_file(&second).expect("remove");
+    let child = Command::new(bin())
+        .args([
+            "run",
+            manifest.to_str().expect("utf-8"),
+            "--follow",
+            "--poll-ms",
+            "100",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let wait_for = |records: u64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while checkpointed_record_count(dir.path()) < records {
+            assert!(
+                Instant::now() < deadline,
+                "checkpoint never reached {records} records"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(10_000);
+    // Write under a name the pattern ignores, then rename: the file appears whole.
+    let tmp = dir.path().join("data/.incoming");
+    std::fs::write(&tmp, &held).expect("write");
+    std::fs::rename(&tmp, &second).expect("rename");
+    wait_for(10_500);
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "drained and exited 0: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(events_read(&text(&out.stdout)), 10_500);
+    assert_sink_equals_source(dir.path());
+    let types: Vec<_> = lineage(dir.path())
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        types,
+        ["START", "ABORT"],
+        "a stopped streaming run reports ABORT"
     );
 }
