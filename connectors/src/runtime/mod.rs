@@ -87,6 +87,24 @@ enum Task {
     Path(usize, Result<(), PathError>),
 }
 
+async fn recv(rx: &mut Option<mpsc::Receiver<SourceBatch>>) -> Option<SourceBatch> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stops taking source items and closes the paths' inputs. Dropping the source receiver
+/// (rather than just no longer reading it) wakes a source blocked on a full channel, so it
+/// ends instead of waiting forever.
+fn close_inputs(
+    src_rx: &mut Option<mpsc::Receiver<SourceBatch>>,
+    path_txs: &mut [Option<mpsc::Sender<Vec<Routed>>>],
+) {
+    *src_rx = None;
+    path_txs.iter_mut().for_each(|t| *t = None);
+}
+
 impl Runtime {
     /// Runs until every source is exhausted (or `stop` is raised), every path has
     /// acknowledged what it was given, and the final checkpoint is saved.
@@ -110,7 +128,8 @@ impl Runtime {
         let mut tracker = Tracker::new(PATHS.len(), progress.clone());
 
         let mut tasks: JoinSet<Task> = JoinSet::new();
-        let (src_tx, mut src_rx) = mpsc::channel::<SourceBatch>(self.channel_capacity);
+        let (src_tx, src_rx) = mpsc::channel::<SourceBatch>(self.channel_capacity);
+        let mut src_rx = Some(src_rx);
         for (i, (source, resume)) in self.sources.drain(..).zip(progress).enumerate() {
             let emitter = Emitter::new(i, src_tx.clone());
             let stop = stop.clone();
@@ -154,24 +173,21 @@ impl Runtime {
         let in_flight = self.metrics.in_flight.with_label_values(&[&pipeline]);
 
         let mut failure: Option<RuntimeError> = None;
-        let mut sources_open = true;
         let mut ticker = tokio::time::interval(self.checkpoint_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         // Route until every source is done; then close the paths and collect the last acks.
         loop {
             tokio::select! {
-                batch = src_rx.recv(), if sources_open => {
+                batch = recv(&mut src_rx), if src_rx.is_some() => {
                     let Some(batch) = batch else {
-                        sources_open = false;
-                        path_txs.iter_mut().for_each(|t| *t = None);
+                        close_inputs(&mut src_rx, &mut path_txs);
                         continue;
                     };
                     if let Err(e) = self.dispatch(batch, &mut tracker, &path_txs, &read_counters, &dead_counters).await {
                         failure.get_or_insert(e);
                         let _ = stop_tx.send(true);
-                        sources_open = false;
-                        path_txs.iter_mut().for_each(|t| *t = None);
+                        close_inputs(&mut src_rx, &mut path_txs);
                     }
                     in_flight.set(tracker.in_flight() as i64);
                 }
@@ -190,8 +206,7 @@ impl Runtime {
                         Ok(Task::Path(i, Err(source))) => {
                             failure.get_or_insert(RuntimeError::Path { path: PATHS[i].as_str(), source });
                             let _ = stop_tx.send(true);
-                            sources_open = false;
-                            path_txs.iter_mut().for_each(|t| *t = None);
+                            close_inputs(&mut src_rx, &mut path_txs);
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -201,7 +216,7 @@ impl Runtime {
                     }
                 }
                 // Only while work remains: once every task has ended, `else` ends the loop.
-                _ = ticker.tick(), if sources_open || !tasks.is_empty() => {
+                _ = ticker.tick(), if src_rx.is_some() || !tasks.is_empty() => {
                     self.persist(&mut tracker, &names)?;
                 }
                 else => break,
@@ -320,3 +335,6 @@ impl Runtime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
