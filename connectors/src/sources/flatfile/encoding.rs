@@ -1,8 +1,10 @@
 //! Character encodings of flat files: ASCII/UTF-8, Latin-1 and the EBCDIC code pages 037, 500
 //! and 1047.
 //!
-//! The EBCDIC tables are written out here rather than taken from a crate: the crates.io
-//! candidates are small single-maintainer crates that add little over three 256-byte tables.
+//! The EBCDIC tables are written out here rather than taken from a crate: `encoding_rs`
+//! covers the WHATWG encodings only (no EBCDIC), and the `ebcdic` crate (0.1.2, MIT/Apache)
+//! converts one unnamed code page to ASCII, with no way to tell 037, 500 and 1047 apart and
+//! no Latin-1 characters; three 256-byte tables are less than a dependency.
 //! The tables follow IBM's published CCSID 037, 500 and 1047 definitions (the
 //! Unicode-consortium style round-trip mappings, where every byte maps to one code point in
 //! U+0000..U+00FF); they were generated from glibc's `IBM037`/`IBM500`/`IBM1047` charmaps and

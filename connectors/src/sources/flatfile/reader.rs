@@ -175,7 +175,6 @@ impl<R: Read> RecordReader<R> {
     }
 
     /// The next record, `None` at the end of the input.
-    #[allow(clippy::should_implement_trait)]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
         if self.done {
             return Ok(None);
