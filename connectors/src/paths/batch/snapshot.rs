@@ -169,10 +169,9 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    /// Every committed manifest under the pipeline's prefix.
-    pub async fn manifests(&self) -> Result<Vec<SnapshotManifest>, SnapshotError> {
-        let objects: Vec<_> = self
-            .store
+    /// Every object under the pipeline's prefix.
+    async fn list(&self) -> Result<Vec<object_store::ObjectMeta>, SnapshotError> {
+        self.store
             .store
             .list(Some(&self.store.prefix))
             .try_collect()
@@ -180,7 +179,12 @@ impl SnapshotWriter {
             .map_err(|source| SnapshotError::List {
                 prefix: self.store.prefix.to_string(),
                 source,
-            })?;
+            })
+    }
+
+    /// Every committed manifest under the pipeline's prefix.
+    pub async fn manifests(&self) -> Result<Vec<SnapshotManifest>, SnapshotError> {
+        let objects = self.list().await?;
         let mut out = Vec::new();
         for meta in objects {
             if !is_manifest(&meta.location) {
@@ -222,16 +226,7 @@ impl SnapshotWriter {
             .into_iter()
             .flat_map(|m| m.files.into_iter().map(|f| f.path))
             .collect();
-        let objects: Vec<_> = self
-            .store
-            .store
-            .list(Some(&self.store.prefix))
-            .try_collect()
-            .await
-            .map_err(|source| SnapshotError::List {
-                prefix: self.store.prefix.to_string(),
-                source,
-            })?;
+        let objects = self.list().await?;
         let mut removed = 0;
         for meta in objects {
             let path = meta.location.to_string();
