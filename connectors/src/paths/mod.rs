@@ -2,4 +2,5 @@
 //! snapshots in object storage; the real-time path (Kafka) joins it in a later version.
 
 pub mod batch;
+pub mod realtime;
 pub mod store;
