@@ -12,6 +12,7 @@ use crate::lineage::{
 };
 use crate::metrics::Metrics;
 use crate::paths::batch::{BatchPath, SnapshotWriter, TableApplier};
+use crate::paths::realtime::{KafkaFormat, RealtimeConfig, RealtimeError, RealtimePath};
 use crate::paths::store::{StoreError, open_store};
 use crate::runtime::{
     Path as PipelinePath, PathError, RunCounters, RunSummary, Runtime, RuntimeError, Source,
@@ -48,6 +49,8 @@ pub enum BuildError {
     Rules(#[from] RuleError),
     #[error("spec.batch.url: {0}")]
     Store(#[from] StoreError),
+    #[error("spec.realtime: {0}")]
+    Realtime(#[from] RealtimeError),
     #[error("spec.sink.url: {0}")]
     Sink(#[from] TableSinkError),
     #[error("spec.lineage: {0}")]
@@ -85,6 +88,30 @@ fn resolve_sqlite(url: &str, base: &Path) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+fn realtime_config(rt: &syncmesh_crds::RealtimeSpec) -> RealtimeConfig {
+    let mut config = RealtimeConfig::new(rt.brokers.clone());
+    if let Some(t) = &rt.topic_template {
+        config.topic_template = t.clone();
+    }
+    if let Some(t) = &rt.transactional_id {
+        config.transactional_id = t.clone();
+    }
+    if let Some(t) = &rt.positions_topic {
+        config.positions_topic = t.clone();
+    }
+    config.max_batch_events = usize::try_from(rt.max_batch_events).unwrap_or(usize::MAX);
+    config.linger = Duration::from_millis(rt.linger_ms);
+    config.format = match rt.format {
+        syncmesh_crds::KafkaFormatName::DebeziumJson => KafkaFormat::DebeziumJson,
+        syncmesh_crds::KafkaFormatName::CanalJson => KafkaFormat::CanalJson,
+    };
+    config.partitions = rt.partitions;
+    config.replication_factor = rt.replication_factor;
+    config.operation_timeout = Duration::from_secs(rt.operation_timeout_seconds);
+    config.properties = rt.properties.clone();
+    config
 }
 
 /// Applies snapshot batches to the sink tables, timing each write.
@@ -210,6 +237,26 @@ impl Pipeline {
                 max_age: Duration::from_secs(batch.max_age_seconds),
                 metrics: metrics.clone(),
             }));
+        }
+
+        if let Some(rt) = &spec.realtime {
+            let config = realtime_config(rt);
+            let namespace = format!(
+                "kafka://{}",
+                rt.brokers.split(',').next().unwrap_or_default().trim()
+            );
+            for schema in &tables {
+                outputs.push((
+                    schema.table.clone(),
+                    OutputDataset::new(namespace.clone(), config.topic_for(&name, &schema.table))
+                        .with_schema(schema),
+                ));
+            }
+            let idx = PATHS
+                .iter()
+                .position(|p| *p == PathName::Realtime)
+                .unwrap_or(0);
+            paths[idx] = Some(Box::new(RealtimePath::new(name.clone(), config, &metrics)?));
         }
 
         let dead_letter_path = match &spec.dead_letter {

@@ -86,8 +86,7 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
         for (j, path) in paths.iter().enumerate() {
             let configured = match path {
                 PathName::Batch => spec.batch.is_some(),
-                // The real-time path has no settings in this version of the API.
-                PathName::Realtime => false,
+                PathName::Realtime => spec.realtime.is_some(),
             };
             if !configured {
                 issues.push(FieldIssue::new(
