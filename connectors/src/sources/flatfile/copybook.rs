@@ -1043,8 +1043,9 @@ pub(crate) fn parse(text: &str) -> Result<Layout, LayoutError> {
         stack.push(idx);
     }
     let records = roots.iter().filter(|r| nodes[**r].entry.level == 1).count();
-    if records > 0 && records != roots.len() {
-        let odd = roots.iter().find(|r| nodes[**r].entry.level != 1).unwrap();
+    if records > 0
+        && let Some(odd) = roots.iter().find(|r| nodes[**r].entry.level != 1)
+    {
         return Err(cb_err(
             nodes[*odd].entry.line,
             "a level other than 01 at the top, next to 01 records",
