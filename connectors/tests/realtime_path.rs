@@ -90,7 +90,10 @@ fn event(i: u64, tables: &[Arc<TableSchema>; 2]) -> ChangeEvent {
     let row = Some(vec![Value::Int(id), Value::String(format!("n{i}"))]);
     ChangeEvent {
         source: "src".into(),
-        position: Position::Tidb { commit_ts: i },
+        position: Position::Tidb {
+            commit_ts: i,
+            index: 0,
+        },
         transaction: None,
         schema,
         op,
@@ -258,7 +261,10 @@ async fn every_event_lands_once_in_order_with_key_op_and_headers() {
     // Acks reached the last seq: all events acknowledged and the position committed.
     assert_eq!(summary.events_read, EVENTS);
     assert_eq!(summary.acknowledged.get("realtime"), Some(&EVENTS));
-    let last = Position::Tidb { commit_ts: EVENTS };
+    let last = Position::Tidb {
+        commit_ts: EVENTS,
+        index: 0,
+    };
     assert_eq!(summary.progress["src"].position, Some(last.clone()));
     let cp = FileCheckpointStore::new(dir.path().join("cp"), pipeline.as_str())
         .load()
@@ -291,7 +297,7 @@ async fn every_event_lands_once_in_order_with_key_op_and_headers() {
             assert_eq!(
                 r.value["source"]["commit_ts"],
                 serde_json::json!(match e.position {
-                    Position::Tidb { commit_ts } => commit_ts,
+                    Position::Tidb { commit_ts, .. } => commit_ts,
                     _ => unreachable!(),
                 }),
                 "{topic} #{n}: in source order"
@@ -477,7 +483,10 @@ async fn a_record_the_producer_refuses_aborts_the_transaction_and_acks_only_what
         .expect("a checkpoint");
     assert_eq!(
         cp.sources["src"].position,
-        Some(Position::Tidb { commit_ts: acked })
+        Some(Position::Tidb {
+            commit_ts: acked,
+            index: 0
+        })
     );
 }
 
@@ -498,7 +507,10 @@ async fn committed_positions_skip_aborted_and_open_transactions() {
     );
     let record = |ts: u64, seq: u64| {
         serde_json::to_vec(&PositionRecord {
-            position: Position::Tidb { commit_ts: ts },
+            position: Position::Tidb {
+                commit_ts: ts,
+                index: 0,
+            },
             seq,
             pipeline: pipeline.clone(),
         })
@@ -541,7 +553,10 @@ async fn committed_positions_skip_aborted_and_open_transactions() {
         .expect("read positions");
     assert_eq!(
         committed.get("src").map(|r| &r.position),
-        Some(&Position::Tidb { commit_ts: 10 }),
+        Some(&Position::Tidb {
+            commit_ts: 10,
+            index: 0
+        }),
         "{committed:?}"
     );
     drop(producer);

@@ -115,7 +115,10 @@ mod tests {
 
     fn sample() -> Checkpoint {
         let mut progress = SourceProgress {
-            position: Some(Position::Tidb { commit_ts: 7 }),
+            position: Some(Position::Tidb {
+                commit_ts: 7,
+                index: 0,
+            }),
             ..Default::default()
         };
         progress.completed.insert("a.dat".into());

@@ -159,7 +159,10 @@ mod tests {
     fn event(table: &str, op: Operation) -> ChangeEvent {
         ChangeEvent {
             source: "src".into(),
-            position: Position::Tidb { commit_ts: 1 },
+            position: Position::Tidb {
+                commit_ts: 1,
+                index: 0,
+            },
             transaction: None,
             schema: Arc::new(TableSchema {
                 table: TableId::parse(table),

@@ -52,7 +52,7 @@ pub fn to_debezium_json(event: &ChangeEvent, now_ms: i64) -> J {
             source.insert("commit_scn".into(), J::from(commit_scn.to_string()));
             source.insert("thread".into(), J::from(*thread));
         }
-        Position::Tidb { commit_ts } => {
+        Position::Tidb { commit_ts, .. } => {
             source.insert("commit_ts".into(), J::from(*commit_ts));
         }
         Position::File {
@@ -129,7 +129,10 @@ mod tests {
     fn update_renders_as_debezium_envelope() {
         let event = ChangeEvent {
             source: "ora".into(),
-            position: Position::Tidb { commit_ts: 42 },
+            position: Position::Tidb {
+                commit_ts: 42,
+                index: 0,
+            },
             transaction: Some(Transaction {
                 id: "tx1".into(),
                 commit_time: None,

@@ -22,8 +22,13 @@ pub enum Position {
         #[serde(default)]
         committed: BTreeMap<u16, u64>,
     },
-    /// TiDB: the TSO commit timestamp of the transaction (TiCDC `commitTs`).
-    Tidb { commit_ts: u64 },
+    /// TiDB: the TSO commit timestamp of the transaction (TiCDC `commitTs`) and the index of
+    /// the event within that transaction (one transaction's events share the commit TS).
+    Tidb {
+        commit_ts: u64,
+        #[serde(default)]
+        index: u32,
+    },
     /// A flat file: its id (the name relative to the source root), the byte offset and length
     /// of the record, and the 1-based record number. Resuming reads from `offset + length`.
     File {
@@ -44,6 +49,41 @@ impl Position {
     }
 }
 
+impl Position {
+    /// Whether this position is at or before `other` in its source's order; `None` where the
+    /// two cannot be compared. Used to skip events a restarted path has already committed.
+    ///
+    /// - TiDB: by commit TS, then index within the transaction.
+    /// - Files: by file name (files are read in name order), then byte offset. A file that
+    ///   arrives late with a smaller name than the committed one compares as before it: such a
+    ///   file must be given a name that sorts after the files already read.
+    /// - Oracle: not comparable yet (rows of one transaction can share an SCN; the LogMiner
+    ///   source will add an index within the transaction).
+    pub fn not_after(&self, other: &Position) -> Option<bool> {
+        match (self, other) {
+            (
+                Position::Tidb {
+                    commit_ts: a,
+                    index: i,
+                },
+                Position::Tidb {
+                    commit_ts: b,
+                    index: j,
+                },
+            ) => Some((a, i) <= (b, j)),
+            (
+                Position::File {
+                    file: a, offset: x, ..
+                },
+                Position::File {
+                    file: b, offset: y, ..
+                },
+            ) => Some((a, x) <= (b, y)),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -53,7 +93,7 @@ impl fmt::Display for Position {
                 thread,
                 ..
             } => write!(f, "scn {scn} (commit {commit_scn}, thread {thread})"),
-            Position::Tidb { commit_ts } => write!(f, "commit-ts {commit_ts}"),
+            Position::Tidb { commit_ts, index } => write!(f, "commit-ts {commit_ts} #{index}"),
             Position::File {
                 file,
                 offset,
@@ -61,5 +101,46 @@ impl fmt::Display for Position {
                 ..
             } => write!(f, "{file} record {record} at byte {offset}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, offset: u64) -> Position {
+        Position::File {
+            file: name.into(),
+            offset,
+            length: 100,
+            record: offset / 100 + 1,
+        }
+    }
+
+    #[test]
+    fn positions_compare_within_their_kind_only() {
+        let tidb = |commit_ts, index| Position::Tidb { commit_ts, index };
+        assert_eq!(tidb(5, 2).not_after(&tidb(5, 2)), Some(true));
+        assert_eq!(
+            tidb(5, 3).not_after(&tidb(5, 2)),
+            Some(false),
+            "same transaction, later event"
+        );
+        assert_eq!(tidb(4, 9).not_after(&tidb(5, 0)), Some(true));
+        assert_eq!(file("a.dat", 900).not_after(&file("b.dat", 0)), Some(true));
+        assert_eq!(file("b.dat", 100).not_after(&file("b.dat", 0)), Some(false));
+        assert_eq!(tidb(1, 0).not_after(&file("a.dat", 0)), None);
+        let ora = Position::Oracle {
+            scn: 1,
+            commit_scn: 2,
+            thread: 1,
+            resume_scn: 1,
+            committed: BTreeMap::new(),
+        };
+        assert_eq!(
+            ora.not_after(&ora),
+            None,
+            "Oracle positions are not ordered yet"
+        );
     }
 }

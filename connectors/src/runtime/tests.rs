@@ -32,7 +32,7 @@ impl Source for Counting {
             primary_key: vec![],
         });
         let start = match resume.position {
-            Some(Position::Tidb { commit_ts }) => commit_ts + 1,
+            Some(Position::Tidb { commit_ts, .. }) => commit_ts + 1,
             _ => 1,
         };
         for ts in start..=self.events {
@@ -41,7 +41,10 @@ impl Source for Counting {
             }
             out.push(SourceItem::Event(ChangeEvent {
                 source: "src".into(),
-                position: Position::Tidb { commit_ts: ts },
+                position: Position::Tidb {
+                    commit_ts: ts,
+                    index: 0,
+                },
                 transaction: None,
                 schema: schema.clone(),
                 op: Operation::Insert,
@@ -111,7 +114,10 @@ async fn every_event_is_acknowledged_and_checkpointed_and_a_rerun_resumes() {
     assert_eq!(summary.acknowledged.get("batch"), Some(&10_000));
     assert_eq!(
         summary.progress["src"].position,
-        Some(Position::Tidb { commit_ts: 10_000 })
+        Some(Position::Tidb {
+            commit_ts: 10_000,
+            index: 0
+        })
     );
 
     let (tx, stop) = StopSignal::new();

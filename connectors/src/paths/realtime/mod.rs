@@ -16,7 +16,7 @@ mod positions;
 pub use config::{KafkaFormat, RealtimeConfig, topic_name};
 pub use positions::{PositionsError, read_committed_positions};
 
-use crate::event::{ChangeEvent, TableId, to_debezium_json};
+use crate::event::{ChangeEvent, Position, TableId, to_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
@@ -62,6 +62,8 @@ pub enum RealtimeError {
     DeliveryLost { brokers: String, topic: String },
     #[error("the {0} format is not supported by the real-time path yet")]
     UnsupportedFormat(&'static str),
+    #[error(transparent)]
+    Positions(#[from] PositionsError),
     #[error("registering the real-time path's metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -71,6 +73,7 @@ struct RealtimeMetrics {
     committed: IntCounter,
     aborted: IntCounter,
     produce_seconds: prometheus::Histogram,
+    replay_skipped: IntCounter,
 }
 
 impl RealtimeMetrics {
@@ -92,12 +95,21 @@ impl RealtimeMetrics {
             ]),
             &["pipeline"],
         )?;
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "syncmesh_kafka_replayed_events_skipped_total",
+                "Replayed events not produced again because an earlier run had committed them",
+            ),
+            &["pipeline"],
+        )?;
+        registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(transactions.clone()))?;
         registry.register(Box::new(produce.clone()))?;
         Ok(Self {
             committed: transactions.with_label_values(&[pipeline, "committed"]),
             aborted: transactions.with_label_values(&[pipeline, "aborted"]),
             produce_seconds: produce.with_label_values(&[pipeline]),
+            replay_skipped: skipped.with_label_values(&[pipeline]),
         })
     }
 }
@@ -111,6 +123,13 @@ pub struct RealtimePath {
     topics: HashMap<TableId, String>,
     /// Topics known to exist (created by this path or found there).
     created: HashSet<String>,
+    /// Per source, the last position a previous run committed to Kafka. Replayed events at or
+    /// before it are acknowledged without being produced again; an entry is dropped at the
+    /// first event past it.
+    committed: BTreeMap<String, Position>,
+    /// The highest sequence number received, and how many events since the last ack.
+    seen: Option<u64>,
+    unacked: u64,
 }
 
 /// What the positions topic holds per source: the last position committed, with the runtime
@@ -142,6 +161,9 @@ impl RealtimePath {
             metrics,
             topics: HashMap::new(),
             created: HashSet::new(),
+            committed: BTreeMap::new(),
+            seen: None,
+            unacked: 0,
         })
     }
 
@@ -195,7 +217,36 @@ impl RealtimePath {
             .await
             .map_err(|_| self.kafka_error("init_transactions", KafkaError::Canceled))
             .and_then(|r| r.map_err(|e| self.kafka_error("init_transactions", e)));
-        init.map(|()| kafka)
+        init?;
+        // Only now, with any previous producer fenced and its open transaction aborted, is the
+        // positions topic final.
+        self.committed = read_committed_positions(&self.config.brokers, &positions)
+            .await?
+            .into_iter()
+            .map(|(source, record)| (source, record.position))
+            .collect();
+        if !self.committed.is_empty() {
+            tracing::info!(committed = ?self.committed, "resuming: events at or before these positions are already in Kafka");
+        }
+        Ok(kafka)
+    }
+
+    /// Takes a batch from the runtime: events already committed to Kafka by an earlier run
+    /// are dropped (they count as acknowledged), the rest join `pending`.
+    fn receive(&mut self, batch: Vec<Routed>, pending: &mut Vec<Routed>) {
+        for routed in batch {
+            self.seen = Some(routed.seq);
+            self.unacked += 1;
+            let source = &*routed.event.source;
+            if let Some(done) = self.committed.get(source) {
+                if routed.event.position.not_after(done) == Some(true) {
+                    self.metrics.replay_skipped.inc();
+                    continue;
+                }
+                self.committed.remove(source);
+            }
+            pending.push(routed);
+        }
     }
 
     /// Creates the topics not yet known to exist; "already exists" counts as success.
@@ -273,10 +324,17 @@ impl RealtimePath {
         pending: &mut Vec<Routed>,
         acks: &Acker,
     ) -> Result<(), PathError> {
-        let Some(last_seq) = pending.last().map(|r| r.seq) else {
+        let Some(last_seq) = self.seen else {
             return Ok(());
         };
-        let count = pending.len() as u64;
+        if pending.is_empty() {
+            // Everything since the last ack was already in Kafka.
+            if self.unacked > 0 {
+                acks.ack(last_seq, std::mem::take(&mut self.unacked));
+            }
+            return Ok(());
+        }
+        let count = std::mem::take(&mut self.unacked);
         let mut tables: Vec<String> = Vec::new();
         for r in pending.iter() {
             let t = self.topic(r.event.table()).to_string();
@@ -462,7 +520,7 @@ impl Path for RealtimePath {
                 batch = events.recv() => match batch {
                     Some(batch) => {
                         oldest.get_or_insert_with(Instant::now);
-                        pending.extend(batch);
+                        self.receive(batch, &mut pending);
                         if pending.len() >= self.config.max_batch_events {
                             self.flush(&kafka, &mut pending, &acks).await?;
                             oldest = None;
