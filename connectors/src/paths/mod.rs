@@ -5,3 +5,12 @@
 pub mod batch;
 pub mod realtime;
 pub mod store;
+
+/// Sleeps until `deadline`, or forever when there is none (a `select!` arm for "flush when the
+/// oldest pending event is this old").
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -5,6 +5,7 @@ mod snapshot;
 
 pub use snapshot::{SnapshotError, SnapshotFile, SnapshotManifest, SnapshotWriter};
 
+use super::sleep_until;
 use crate::event::{ChangeEvent, TableId};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
@@ -114,12 +115,5 @@ impl Path for BatchPath {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

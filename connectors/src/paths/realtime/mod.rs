@@ -16,6 +16,7 @@ mod positions;
 pub use config::{KafkaFormat, RealtimeConfig, topic_name};
 pub use positions::{PositionsError, read_committed_positions};
 
+use super::sleep_until;
 use crate::event::{ChangeEvent, Position, TableId, to_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
@@ -537,12 +538,5 @@ impl Path for RealtimePath {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
