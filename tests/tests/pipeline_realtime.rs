@@ -15,13 +15,34 @@ fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
 }
 
-fn copy_quickstart(into: &Path) -> anyhow::Result<()> {
+/// The quickstart layout and the given data files, copied into `into`.
+fn copy_quickstart(into: &Path, files: &[&str]) -> anyhow::Result<()> {
     std::fs::copy(examples().join("ledger.cpy"), into.join("ledger.cpy"))?;
     std::fs::create_dir(into.join("data"))?;
-    for f in ["ledger-0001.dat", "ledger-0002.dat"] {
-        std::fs::copy(examples().join("data").join(f), into.join("data").join(f))?;
-    }
+    files.iter().try_for_each(|f| copy_data(into, f))
+}
+
+fn copy_data(into: &Path, file: &str) -> anyhow::Result<()> {
+    std::fs::copy(
+        examples().join("data").join(file),
+        into.join("data").join(file),
+    )?;
     Ok(())
+}
+
+/// A manifest reading the quickstart ledger, with `rest` (indented spec fields) after sources.
+fn manifest(name: &str, rest: &str) -> String {
+    format!(
+        r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata: {{name: {name}}}
+spec:
+  sources:
+    - name: ledger
+      flatFile: {{path: data, layout: ledger.cpy, table: bank.ledger, primaryKey: [ACCOUNT-ID]}}
+{rest}"#
+    )
 }
 
 async fn run(
@@ -46,17 +67,11 @@ async fn both_paths_receive_every_event_once() -> anyhow::Result<()> {
     let kafka = require!(services::kafka());
     let name = unique_name("rt", '-', 40);
     let dir = tempfile::tempdir()?;
-    copy_quickstart(dir.path())?;
-    let manifest = format!(
-        r#"
-apiVersion: syncmesh.io/v1alpha1
-kind: SyncPipeline
-metadata: {{name: {name}}}
-spec:
-  sources:
-    - name: ledger
-      flatFile: {{path: data, layout: ledger.cpy, table: bank.ledger, primaryKey: [ACCOUNT-ID]}}
-  routes:
+    copy_quickstart(dir.path(), &["ledger-0001.dat", "ledger-0002.dat"])?;
+    let manifest = manifest(
+        &name,
+        &format!(
+            r#"  routes:
     - name: ledger-everywhere
       match: {{tables: ["bank.*"]}}
       to: [realtime, batch]
@@ -67,7 +82,8 @@ spec:
   batch: {{url: out/snapshots, maxEvents: 3000}}
   sink: {{url: "sqlite://out/sink.db"}}
 "#,
-        brokers = kafka.brokers
+            brokers = kafka.brokers
+        ),
     );
     let summary = run(dir.path(), &manifest).await?;
     assert_eq!(summary.events_read, 10_500);
@@ -110,35 +126,21 @@ async fn a_replay_behind_the_kafka_positions_produces_nothing_twice() -> anyhow:
     let kafka = require!(services::kafka());
     let name = unique_name("resume", '-', 40);
     let dir = tempfile::tempdir()?;
-    std::fs::copy(examples().join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    let data = |f: &str| -> anyhow::Result<()> {
-        std::fs::copy(
-            examples().join("data").join(f),
-            dir.path().join("data").join(f),
-        )?;
-        Ok(())
-    };
-    let manifest = format!(
-        r#"
-apiVersion: syncmesh.io/v1alpha1
-kind: SyncPipeline
-metadata: {{name: {name}}}
-spec:
-  sources:
-    - name: ledger
-      flatFile: {{path: data, layout: ledger.cpy, table: bank.ledger, primaryKey: [ACCOUNT-ID]}}
-  defaultRoute: [realtime]
+    copy_quickstart(dir.path(), &["ledger-0001.dat"])?;
+    let manifest = manifest(
+        &name,
+        &format!(
+            r#"  defaultRoute: [realtime]
   realtime:
     brokers: "{brokers}"
     maxBatchEvents: 1500
 "#,
-        brokers = kafka.brokers
+            brokers = kafka.brokers
+        ),
     );
-    data("ledger-0001.dat")?;
     assert_eq!(run(dir.path(), &manifest).await?.events_read, 10_000);
     std::fs::remove_file(dir.path().join("state/checkpoint"))?;
-    data("ledger-0002.dat")?;
+    copy_data(dir.path(), "ledger-0002.dat")?;
     let summary = run(dir.path(), &manifest).await?;
     assert_eq!(summary.events_read, 10_500, "the whole input was replayed");
     assert_eq!(summary.acknowledged.get("realtime"), Some(&10_500));
