@@ -4,7 +4,7 @@
 
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
-use crate::decider::{Decider, PATHS, RuleError, RuleSet};
+use crate::decider::{Decider, PATHS, RuleError, RuleSet, path_index};
 use crate::event::{ChangeEvent, TableId};
 use crate::lineage::{
     FileEmitter, HttpEmitter, InputDataset, LineageEmitter, LineageError, NoopEmitter,
@@ -219,11 +219,7 @@ impl Pipeline {
                         .with_schema(schema),
                 ));
             }
-            let idx = PATHS
-                .iter()
-                .position(|p| *p == PathName::Batch)
-                .unwrap_or(1);
-            paths[idx] = Some(Box::new(BatchPath {
+            paths[path_index(PathName::Batch)] = Some(Box::new(BatchPath {
                 pipeline: name.clone(),
                 writer: SnapshotWriter::new(store),
                 applier: writer.clone().map(|writer| {
@@ -252,11 +248,8 @@ impl Pipeline {
                         .with_schema(schema),
                 ));
             }
-            let idx = PATHS
-                .iter()
-                .position(|p| *p == PathName::Realtime)
-                .unwrap_or(0);
-            paths[idx] = Some(Box::new(RealtimePath::new(name.clone(), config, &metrics)?));
+            paths[path_index(PathName::Realtime)] =
+                Some(Box::new(RealtimePath::new(name.clone(), config, &metrics)?));
         }
 
         let dead_letter_path = match &spec.dead_letter {

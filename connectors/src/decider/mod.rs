@@ -14,11 +14,16 @@ use syncmesh_crds::{OperationName, PathName, RouteSpec};
 /// The paths a pipeline has, in index order (the bit of each in a `PathMask`).
 pub const PATHS: [PathName; 2] = [PathName::Realtime, PathName::Batch];
 
-pub fn path_bit(path: PathName) -> PathMask {
+/// The index of `path` in `PATHS` (and in a runtime's path slots).
+pub fn path_index(path: PathName) -> usize {
     match path {
-        PathName::Realtime => 1,
-        PathName::Batch => 2,
+        PathName::Realtime => 0,
+        PathName::Batch => 1,
     }
+}
+
+pub fn path_bit(path: PathName) -> PathMask {
+    1 << path_index(path)
 }
 
 fn mask_of(paths: &[PathName]) -> PathMask {
