@@ -4,6 +4,7 @@
 //! to object-storage snapshots), `sinks` apply them to tables, `runtime` wires a pipeline and
 //! tracks acknowledged positions, `checkpoint` persists them, `lineage` reports runs.
 
+pub mod checker;
 pub mod checkpoint;
 pub mod deadletter;
 pub mod decider;

@@ -36,6 +36,14 @@ enum Command {
     /// Flat-file tools.
     #[command(subcommand)]
     Flatfile(commands::flatfile::FlatfileCommand),
+    /// Oracle LogMiner tools.
+    #[command(subcommand)]
+    Logminer(commands::logminer::LogminerCommand),
+    /// Check that sink tables equal their source; print a JSON report, exit 1 on differences.
+    Check(commands::check::CheckArgs),
+    /// Shadow tables: promote after the circuit breaker diverted writes.
+    #[command(subcommand)]
+    Shadow(commands::shadow::ShadowCommand),
 }
 
 /// An error with the exit code it should end the process with.
@@ -61,6 +69,17 @@ impl Failure {
     }
 }
 
+/// Runs an async command on a multi-threaded runtime.
+fn block_on(job: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(job),
+        Err(e) => Err(Failure::failed(e)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log_format);
@@ -68,13 +87,10 @@ fn main() -> ExitCode {
         Command::Crd => commands::crd::print(),
         Command::Validate(args) => commands::validate::validate(&args),
         Command::Flatfile(cmd) => commands::flatfile::run(cmd),
-        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(commands::run::run(args)),
-            Err(e) => Err(Failure::failed(e)),
-        },
+        Command::Logminer(cmd) => commands::logminer::run(cmd),
+        Command::Run(args) => block_on(commands::run::run(args)),
+        Command::Check(args) => block_on(commands::check::run(args)),
+        Command::Shadow(cmd) => block_on(commands::shadow::run(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

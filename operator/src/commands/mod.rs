@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod check;
 pub mod crd;
 pub mod flatfile;
+pub mod logminer;
 pub mod run;
+pub mod shadow;
 pub mod validate;

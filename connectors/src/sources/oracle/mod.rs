@@ -1,0 +1,1 @@
+//! Oracle CDC through LogMiner.
