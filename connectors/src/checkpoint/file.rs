@@ -115,10 +115,7 @@ mod tests {
 
     fn sample() -> Checkpoint {
         let mut progress = SourceProgress {
-            position: Some(Position::Tidb {
-                commit_ts: 7,
-                index: 0,
-            }),
+            position: Some(Position::tidb(7, 0)),
             ..Default::default()
         };
         progress.completed.insert("a.dat".into());

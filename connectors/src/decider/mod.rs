@@ -164,10 +164,7 @@ mod tests {
     fn event(table: &str, op: Operation) -> ChangeEvent {
         ChangeEvent {
             source: "src".into(),
-            position: Position::Tidb {
-                commit_ts: 1,
-                index: 0,
-            },
+            position: Position::tidb(1, 0),
             transaction: None,
             schema: Arc::new(TableSchema {
                 table: TableId::parse(table),

@@ -129,10 +129,7 @@ mod tests {
     fn update_renders_as_debezium_envelope() {
         let event = ChangeEvent {
             source: "ora".into(),
-            position: Position::Tidb {
-                commit_ts: 42,
-                index: 0,
-            },
+            position: Position::tidb(42, 0),
             transaction: Some(Transaction {
                 id: "tx1".into(),
                 commit_time: None,

@@ -24,10 +24,17 @@ pub enum Position {
     },
     /// TiDB: the TSO commit timestamp of the transaction (TiCDC `commitTs`) and the index of
     /// the event within that transaction (one transaction's events share the commit TS).
+    ///
+    /// `offsets` is where a restarted changefeed consumer must read again, per Kafka partition:
+    /// the lowest offset of a message not yet emitted when this event was, so that replaying
+    /// from there and skipping everything at or before the committed `(commit_ts, index)`
+    /// neither loses nor repeats an event. Empty for positions not read from Kafka.
     Tidb {
         commit_ts: u64,
         #[serde(default)]
         index: u32,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        offsets: BTreeMap<i32, i64>,
     },
     /// A flat file: its id (the name relative to the source root), the byte offset and length
     /// of the record, and the 1-based record number. Resuming reads from `offset + length`.
@@ -40,6 +47,15 @@ pub enum Position {
 }
 
 impl Position {
+    /// A TiDB position with no Kafka offsets (a snapshot read, or tests).
+    pub fn tidb(commit_ts: u64, index: u32) -> Self {
+        Position::Tidb {
+            commit_ts,
+            index,
+            offsets: BTreeMap::new(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Position::Oracle { .. } => "oracle",
@@ -65,10 +81,12 @@ impl Position {
                 Position::Tidb {
                     commit_ts: a,
                     index: i,
+                    ..
                 },
                 Position::Tidb {
                     commit_ts: b,
                     index: j,
+                    ..
                 },
             ) => Some((a, i) <= (b, j)),
             (
@@ -93,7 +111,9 @@ impl fmt::Display for Position {
                 thread,
                 ..
             } => write!(f, "scn {scn} (commit {commit_scn}, thread {thread})"),
-            Position::Tidb { commit_ts, index } => write!(f, "commit-ts {commit_ts} #{index}"),
+            Position::Tidb {
+                commit_ts, index, ..
+            } => write!(f, "commit-ts {commit_ts} #{index}"),
             Position::File {
                 file,
                 offset,
@@ -119,7 +139,7 @@ mod tests {
 
     #[test]
     fn positions_compare_within_their_kind_only() {
-        let tidb = |commit_ts, index| Position::Tidb { commit_ts, index };
+        let tidb = |commit_ts, index| Position::tidb(commit_ts, index);
         assert_eq!(tidb(5, 2).not_after(&tidb(5, 2)), Some(true));
         assert_eq!(
             tidb(5, 3).not_after(&tidb(5, 2)),

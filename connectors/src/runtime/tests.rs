@@ -41,10 +41,7 @@ impl Source for Counting {
             }
             out.push(SourceItem::Event(ChangeEvent {
                 source: "src".into(),
-                position: Position::Tidb {
-                    commit_ts: ts,
-                    index: 0,
-                },
+                position: Position::tidb(ts, 0),
                 transaction: None,
                 schema: schema.clone(),
                 op: Operation::Insert,
@@ -114,10 +111,7 @@ async fn every_event_is_acknowledged_and_checkpointed_and_a_rerun_resumes() {
     assert_eq!(summary.acknowledged.get("batch"), Some(&10_000));
     assert_eq!(
         summary.progress["src"].position,
-        Some(Position::Tidb {
-            commit_ts: 10_000,
-            index: 0
-        })
+        Some(Position::tidb(10_000, 0))
     );
 
     let (tx, stop) = StopSignal::new();

@@ -1,1 +1,12 @@
 //! TiDB CDC: the TiCDC changefeed consumer and consistent snapshots over the MySQL protocol.
+//!
+//! - `canal` and `debezium` decode TiCDC's two JSON protocols into `Message`s;
+//! - `mysql_type` types the text values by their MySQL type;
+//! - `merge` orders a multi-partition changefeed by commit TS using the watermarks and drops
+//!   TiCDC's duplicates;
+//! - `changefeed` is the pipeline source that consumes the topic from Kafka.
+
+pub mod canal;
+pub mod debezium;
+pub mod message;
+pub mod mysql_type;
