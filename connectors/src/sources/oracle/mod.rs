@@ -1,1 +1,7 @@
 //! Oracle CDC through LogMiner.
+//!
+//! Everything here is production code; the database is reached only through the narrow
+//! [`session::OracleSession`] seam (run a statement, fetch rows).
+
+pub mod sql_redo;
+pub mod values;
