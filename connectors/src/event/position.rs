@@ -6,6 +6,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Where a changefeed consumer resumes on one Kafka partition: the offset to read from and
+/// the TiCDC watermark already seen before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionResume {
+    pub offset: i64,
+    #[serde(default)]
+    pub watermark: u64,
+}
+
 /// Where in its source an event was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -13,7 +22,9 @@ pub enum Position {
     /// Oracle redo: the SCN of the change, the commit SCN of its transaction and its redo thread.
     /// `resume_scn` is where mining must restart so that no open transaction is lost (the start
     /// SCN of the oldest transaction still open when this event was emitted); `committed` holds
-    /// the last commit SCN emitted per redo thread, so RAC threads never emit twice.
+    /// the last commit SCN emitted per redo thread, so RAC threads never emit twice. `xid` and
+    /// `index` (the event's place within its transaction) order the events of transactions
+    /// that commit at the same SCN.
     Oracle {
         scn: u64,
         commit_scn: u64,
@@ -21,20 +32,25 @@ pub enum Position {
         resume_scn: u64,
         #[serde(default)]
         committed: BTreeMap<u16, u64>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        xid: String,
+        #[serde(default)]
+        index: u32,
     },
     /// TiDB: the TSO commit timestamp of the transaction (TiCDC `commitTs`) and the index of
     /// the event within that transaction (one transaction's events share the commit TS).
     ///
     /// `offsets` is where a restarted changefeed consumer must read again, per Kafka partition:
-    /// the lowest offset of a message not yet emitted when this event was, so that replaying
-    /// from there and skipping everything at or before the committed `(commit_ts, index)`
-    /// neither loses nor repeats an event. Empty for positions not read from Kafka.
+    /// the lowest offset of a message not yet emitted when this event was (with the watermark
+    /// seen before that offset), so that replaying from there and skipping everything at or
+    /// before the committed `(commit_ts, index)` neither loses nor repeats an event. Empty for
+    /// positions not read from Kafka.
     Tidb {
         commit_ts: u64,
         #[serde(default)]
         index: u32,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        offsets: BTreeMap<i32, i64>,
+        offsets: BTreeMap<i32, PartitionResume>,
     },
     /// A flat file: its id (the name relative to the source root), the byte offset and length
     /// of the record, and the 1-based record number. Resuming reads from `offset + length`.
@@ -73,10 +89,43 @@ impl Position {
     /// - Files: by file name (files are read in name order), then byte offset. A file that
     ///   arrives late with a smaller name than the committed one compares as before it: such a
     ///   file must be given a name that sorts after the files already read.
-    /// - Oracle: not comparable yet (rows of one transaction can share an SCN; the LogMiner
-    ///   source will add an index within the transaction).
+    /// - Oracle: transactions are emitted in commit order per redo thread, each whole, those
+    ///   committing at the same SCN on a thread in XID order. `self` is not after `other` when
+    ///   its transaction committed on its thread before `other`'s committed SCN for that
+    ///   thread, or it is at or before `other` within the same commit SCN and thread. Threads
+    ///   are compared through `other.committed`, so a RAC thread whose redo arrives late is
+    ///   not taken as already emitted.
     pub fn not_after(&self, other: &Position) -> Option<bool> {
         match (self, other) {
+            (
+                Position::Oracle {
+                    commit_scn,
+                    thread,
+                    xid,
+                    index,
+                    ..
+                },
+                Position::Oracle {
+                    commit_scn: o_commit,
+                    thread: o_thread,
+                    committed: o_committed,
+                    xid: o_xid,
+                    index: o_index,
+                    ..
+                },
+            ) => {
+                let done = if thread == o_thread {
+                    Some(*o_commit)
+                } else {
+                    o_committed.get(thread).copied()
+                };
+                Some(match done {
+                    None => false,
+                    Some(c) if *commit_scn != c => *commit_scn < c,
+                    Some(_) if thread != o_thread || commit_scn != o_commit => true,
+                    Some(_) => (xid, index) <= (o_xid, o_index),
+                })
+            }
             (
                 Position::Tidb {
                     commit_ts: a,
@@ -150,17 +199,68 @@ mod tests {
         assert_eq!(file("a.dat", 900).not_after(&file("b.dat", 0)), Some(true));
         assert_eq!(file("b.dat", 100).not_after(&file("b.dat", 0)), Some(false));
         assert_eq!(tidb(1, 0).not_after(&file("a.dat", 0)), None);
-        let ora = Position::Oracle {
-            scn: 1,
-            commit_scn: 2,
-            thread: 1,
+        let ora = oracle(2, 1, "0A00", 0, &[(1, 2)]);
+        assert_eq!(ora.not_after(&ora), Some(true));
+        assert_eq!(ora.not_after(&tidb(1, 0)), None);
+    }
+
+    fn oracle(
+        commit_scn: u64,
+        thread: u16,
+        xid: &str,
+        index: u32,
+        committed: &[(u16, u64)],
+    ) -> Position {
+        Position::Oracle {
+            scn: commit_scn - 1,
+            commit_scn,
+            thread,
             resume_scn: 1,
-            committed: BTreeMap::new(),
-        };
+            committed: committed.iter().copied().collect(),
+            xid: xid.into(),
+            index,
+        }
+    }
+
+    #[test]
+    fn oracle_positions_follow_commit_order_per_thread() {
+        // The last event emitted: thread 1, commit SCN 100, transaction 0B, event #2; thread 2
+        // has emitted up to commit SCN 90.
+        let last = oracle(100, 1, "0B", 2, &[(1, 100), (2, 90)]);
+        let at = |scn, thread, xid, index| oracle(scn, thread, xid, index, &[]).not_after(&last);
+        assert_eq!(at(100, 1, "0B", 2), Some(true), "the position itself");
         assert_eq!(
-            ora.not_after(&ora),
-            None,
-            "Oracle positions are not ordered yet"
+            at(100, 1, "0B", 1),
+            Some(true),
+            "earlier in the same transaction"
         );
+        assert_eq!(
+            at(100, 1, "0B", 3),
+            Some(false),
+            "later in the same transaction"
+        );
+        assert_eq!(
+            at(100, 1, "0A", 9),
+            Some(true),
+            "same SCN, smaller XID: emitted before"
+        );
+        assert_eq!(
+            at(100, 1, "0C", 0),
+            Some(false),
+            "same SCN, larger XID: emitted after"
+        );
+        assert_eq!(at(99, 1, "FF", 7), Some(true));
+        assert_eq!(at(101, 1, "00", 0), Some(false));
+        assert_eq!(
+            at(90, 2, "01", 5),
+            Some(true),
+            "thread 2 up to its committed SCN"
+        );
+        assert_eq!(
+            at(95, 2, "01", 0),
+            Some(false),
+            "thread 2 redo that arrived late is not taken as emitted, though its SCN is below 100"
+        );
+        assert_eq!(at(5, 3, "01", 0), Some(false), "a thread never emitted");
     }
 }
