@@ -8,5 +8,6 @@
 
 pub mod canal;
 pub mod debezium;
+pub mod merge;
 pub mod message;
 pub mod mysql_type;
