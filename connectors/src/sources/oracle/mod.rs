@@ -3,5 +3,7 @@
 //! Everything here is production code; the database is reached only through the narrow
 //! [`session::OracleSession`] seam (run a statement, fetch rows).
 
+pub mod buffer;
+pub mod contents;
 pub mod sql_redo;
 pub mod values;

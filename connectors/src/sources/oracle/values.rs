@@ -418,6 +418,12 @@ fn naive(p: &Parts, value: &str, what: &'static str) -> Result<NaiveDateTime, Va
     Ok(date.and_time(time))
 }
 
+/// Reads `value` by an Oracle datetime format mask.
+pub fn read_datetime(value: &str, mask: &str) -> Result<NaiveDateTime, ValueError> {
+    let p = read_mask(value, mask, "date/time")?;
+    naive(&p, value, "date/time")
+}
+
 fn timestamp(v: &RawStr<'_>, f: &RawStr<'_>) -> Result<NaiveDateTime, ValueError> {
     let value = v.text();
     let p = read_mask(&value, &f.text(), "date/time")?;
