@@ -461,6 +461,8 @@ mod tests {
             table_name: "EMP".into(),
             thread: 1,
             info: String::new(),
+            row: 0,
+            line: 0,
         }
     }
 

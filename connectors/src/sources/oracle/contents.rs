@@ -94,6 +94,31 @@ pub struct ContentRow {
     pub table_name: String,
     pub thread: u16,
     pub info: String,
+    /// Where the row came from, for error messages: its 1-based number in the fetch or the
+    /// CSV export, and its CSV line (0 when not read from a file).
+    #[serde(default)]
+    pub row: u64,
+    #[serde(default)]
+    pub line: u64,
+}
+
+impl ContentRow {
+    /// `row 12 (line 14), SCN 1001, XID 0A00...`: where a problem was found.
+    pub fn locator(&self) -> String {
+        let mut s = String::new();
+        if self.row > 0 {
+            s.push_str(&format!("row {}", self.row));
+            if self.line > 0 {
+                s.push_str(&format!(" (line {})", self.line));
+            }
+            s.push_str(", ");
+        }
+        s.push_str(&format!("SCN {}, XID {}", self.scn, self.xid));
+        if !self.rs_id.is_empty() {
+            s.push_str(&format!(", RS_ID {} SSN {}", self.rs_id.trim(), self.ssn));
+        }
+        s
+    }
 }
 
 /// A column of a row that could not be read.
@@ -187,6 +212,8 @@ impl ContentRow {
             table_name: text("TABLE_NAME").unwrap_or("").to_string(),
             thread,
             info: text("INFO").unwrap_or("").to_string(),
+            row: 0,
+            line: 0,
         })
     }
 
@@ -280,11 +307,14 @@ impl ContentsCsv {
 
     /// The next row with its 1-based row number and CSV line; `None` at the end.
     pub fn next_row(&mut self) -> Option<Result<(u64, u64, ContentRow), CsvError>> {
+        // The reader stops on the last line of the record it read: the next starts on the line
+        // after it (a quoted SQL_REDO may span lines).
+        let start_line = self.reader.position().line() + 1;
         match self.reader.read_record(&mut self.record) {
             Ok(false) => None,
             Err(e) => {
                 self.row += 1;
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(start_line, |p| p.line());
                 Some(Err(CsvError::Row {
                     path: self.path.clone(),
                     row: self.row,
@@ -294,7 +324,7 @@ impl ContentsCsv {
             }
             Ok(true) => {
                 self.row += 1;
-                let line = self.record.position().map_or(0, |p| p.line());
+                let line = start_line;
                 let record = &self.record;
                 let index = &self.index;
                 let got = ContentRow::from_columns(|c| {
@@ -303,12 +333,20 @@ impl ContentsCsv {
                         .find(|(name, _)| *name == c)
                         .and_then(|(_, at)| at.and_then(|i| record.get(i)))
                 });
-                Some(got.map(|r| (self.row, line, r)).map_err(|e| CsvError::Row {
-                    path: self.path.clone(),
-                    row: self.row,
-                    line,
-                    message: e.to_string(),
-                }))
+                let row = self.row;
+                Some(
+                    got.map(|mut r| {
+                        r.row = row;
+                        r.line = line;
+                        (row, line, r)
+                    })
+                    .map_err(|e| CsvError::Row {
+                        path: self.path.clone(),
+                        row: self.row,
+                        line,
+                        message: e.to_string(),
+                    }),
+                )
             }
         }
     }

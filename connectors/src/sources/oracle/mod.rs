@@ -5,5 +5,8 @@
 
 pub mod buffer;
 pub mod contents;
+pub mod events;
+pub mod replay;
 pub mod sql_redo;
+pub mod stream;
 pub mod values;
