@@ -20,6 +20,8 @@ use crate::runtime::{
 };
 use crate::sinks::table::{TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter};
 use crate::sources::flatfile::{FlatFileError, FlatFileSource};
+use crate::sources::tidb::metrics::TidbMetrics;
+use crate::sources::tidb::{ChangefeedSource, TidbError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +47,10 @@ pub struct PipelineOptions {
 pub enum BuildError {
     #[error(transparent)]
     FlatFile(#[from] FlatFileError),
+    #[error(transparent)]
+    Tidb(#[from] TidbError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Rules(#[from] RuleError),
     #[error("spec.batch.url: {0}")]
@@ -157,13 +163,39 @@ impl Pipeline {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         let mut inputs = Vec::new();
         let mut tables = Vec::new();
+        let mut tidb_metrics = None;
         for (i, s) in spec.sources.iter().enumerate() {
             let at = format!("spec.sources[{i}]");
-            let Some(ff) = &s.flat_file else {
+            if s.kinds().len() != 1 {
                 return Err(BuildError::Invalid {
                     field: at,
-                    reason: "set exactly one source kind (`flatFile`)".into(),
+                    reason: format!(
+                        "set exactly one source kind ({})",
+                        syncmesh_crds::SOURCE_KINDS
+                    ),
                 });
+            }
+            if let Some(tidb) = &s.tidb {
+                let m = match &tidb_metrics {
+                    Some(m) => Clone::clone(m),
+                    None => {
+                        let m = TidbMetrics::register(&metrics.registry)?;
+                        tidb_metrics = Some(m.clone());
+                        m
+                    }
+                };
+                let source = ChangefeedSource::new(&name, &s.name, tidb, &at)?.with_metrics(m);
+                for topic in &tidb.topics {
+                    inputs.push(InputDataset::new(
+                        format!("kafka://{}", tidb.brokers.split(',').next().unwrap_or("")),
+                        topic.clone(),
+                    ));
+                }
+                sources.push(Box::new(source));
+                continue;
+            }
+            let Some(ff) = &s.flat_file else {
+                continue;
             };
             let mut source = FlatFileSource::new(&s.name, ff, base, &at)?;
             if let Some(interval) = options.follow {

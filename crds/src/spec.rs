@@ -72,6 +72,62 @@ pub struct SourceSpec {
     /// Fixed-width records from flat files, described by a COBOL copybook or a YAML layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flat_file: Option<FlatFileSource>,
+    /// TiDB change data: a TiCDC changefeed read from Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tidb: Option<TidbSource>,
+}
+
+/// The source kind fields, for messages.
+pub const SOURCE_KINDS: &str = "`flatFile`, `tidb`";
+
+impl SourceSpec {
+    /// The kind fields that are set; exactly one is valid.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        if self.flat_file.is_some() {
+            kinds.push("flatFile");
+        }
+        if self.tidb.is_some() {
+            kinds.push("tidb");
+        }
+        kinds
+    }
+}
+
+/// A TiCDC changefeed in Kafka. Create it with `protocol=canal-json&enable-tidb-extension=true`
+/// (or `protocol=debezium`). The position is the commit TS, the index within the transaction
+/// and the Kafka offsets to read again; partitions are merged in commit order using TiCDC's
+/// watermarks, and TiCDC's resends are dropped.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TidbSource {
+    /// Kafka bootstrap servers of the changefeed, `host:port[,host:port...]`.
+    #[schemars(length(min = 1))]
+    pub brokers: String,
+    /// The topics the changefeed writes (one topic, or one per table).
+    #[schemars(length(min = 1))]
+    pub topics: Vec<String>,
+    /// The changefeed's protocol.
+    #[serde(default)]
+    pub protocol: TicdcProtocol,
+    /// Tables to take, as `schema.table` globs; empty takes every table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Extra librdkafka consumer properties (security settings, for example). Secrets belong
+    /// in files or environment the worker mounts, not here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// TiCDC's message protocols this source reads.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TicdcProtocol {
+    /// canal-json with the TiDB extension (`_tidb.commitTs`, `TIDB_WATERMARK`).
+    #[default]
+    CanalJson,
+    /// TiCDC's Debezium envelope (`payload.source.commit_ts`).
+    Debezium,
 }
 
 /// Fixed-width flat files (COBOL exports). Files are read in name order; the position is the

@@ -2,7 +2,7 @@
 //! that point at configured paths. Pure: no files, no network, so `syncmesh validate` and the
 //! operator run the same checks anywhere.
 
-use crate::{PathName, SyncPipelineSpec};
+use crate::{PathName, SOURCE_KINDS, SyncPipelineSpec};
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -55,11 +55,36 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
                 format!("duplicate source name `{}`", source.name),
             ));
         }
-        match &source.flat_file {
-            None => issues.push(FieldIssue::new(
+        let kinds = source.kinds();
+        if kinds.len() != 1 {
+            let found = if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            };
+            issues.push(FieldIssue::new(
                 at.clone(),
-                "set exactly one source kind (`flatFile`)",
-            )),
+                format!("set exactly one source kind ({SOURCE_KINDS}); found {found}"),
+            ));
+        }
+        if let Some(tidb) = &source.tidb {
+            for (j, table) in tidb.tables.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(table) {
+                    issues.push(FieldIssue::new(
+                        format!("{at}.tidb.tables[{j}]"),
+                        e.to_string(),
+                    ));
+                }
+            }
+            if tidb.topics.iter().any(|t| t.trim().is_empty()) {
+                issues.push(FieldIssue::new(
+                    format!("{at}.tidb.topics"),
+                    "a topic name is empty",
+                ));
+            }
+        }
+        match &source.flat_file {
+            None => {}
             Some(ff) => {
                 if ff.primary_key.is_empty() {
                     issues.push(FieldIssue::new(

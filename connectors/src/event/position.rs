@@ -40,7 +40,8 @@ pub enum Position {
     /// TiDB: the TSO commit timestamp of the transaction (TiCDC `commitTs`) and the index of
     /// the event within that transaction (one transaction's events share the commit TS).
     ///
-    /// `offsets` is where a restarted changefeed consumer must read again, per Kafka partition:
+    /// `offsets` is where a restarted changefeed consumer must read again, per Kafka partition
+    /// (keyed `topic/partition`):
     /// the lowest offset of a message not yet emitted when this event was (with the watermark
     /// seen before that offset), so that replaying from there and skipping everything at or
     /// before the committed `(commit_ts, index)` neither loses nor repeats an event. Empty for
@@ -50,7 +51,7 @@ pub enum Position {
         #[serde(default)]
         index: u32,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        offsets: BTreeMap<i32, PartitionResume>,
+        offsets: BTreeMap<String, PartitionResume>,
     },
     /// A flat file: its id (the name relative to the source root), the byte offset and length
     /// of the record, and the 1-based record number. Resuming reads from `offset + length`.

@@ -101,14 +101,15 @@ pub struct MergeStats {
 
 #[derive(Debug)]
 pub struct Merger {
-    partitions: BTreeMap<i32, Partition>,
+    partitions: BTreeMap<String, Partition>,
     committed: Option<(u64, u32)>,
+    last_released: Option<(u64, u32)>,
     pub stats: MergeStats,
 }
 
 impl Merger {
     /// `resume` is the committed position (its offsets say where to read again).
-    pub fn new(partitions: &[i32], resume: Option<&Position>) -> Self {
+    pub fn new(partitions: &[String], resume: Option<&Position>) -> Self {
         let (committed, offsets) = match resume {
             Some(Position::Tidb {
                 commit_ts,
@@ -130,27 +131,45 @@ impl Merger {
                     watermark_base: at.watermark,
                     ..Partition::default()
                 };
-                (*p, part)
+                (p.clone(), part)
             })
             .collect();
         Self {
             partitions,
             committed,
+            last_released: None,
             stats: MergeStats::default(),
         }
     }
 
     /// Where to start reading each partition.
-    pub fn start_offsets(&self) -> BTreeMap<i32, i64> {
+    pub fn start_offsets(&self) -> BTreeMap<String, i64> {
         self.partitions
             .iter()
-            .map(|(p, s)| (*p, s.next_offset))
+            .map(|(p, s)| (p.clone(), s.next_offset))
             .collect()
     }
 
     /// Partitions this merger waits on.
-    pub fn partitions(&self) -> Vec<i32> {
-        self.partitions.keys().copied().collect()
+    pub fn partitions(&self) -> Vec<String> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// The position "now": after the last released change, reading again from the lowest
+    /// held offsets. Given to dead letters, so committing one never skips a held change.
+    pub fn current_position(&self) -> Position {
+        let (commit_ts, index) = self
+            .last_released
+            .unwrap_or(self.committed.unwrap_or((0, 0)));
+        Position::Tidb {
+            commit_ts,
+            index,
+            offsets: self
+                .partitions
+                .iter()
+                .map(|(p, s)| (p.clone(), s.resume()))
+                .collect(),
+        }
     }
 
     /// The smallest watermark over all partitions: everything below it is complete.
@@ -168,8 +187,8 @@ impl Merger {
     }
 
     /// Takes one message read at `offset` of `partition`.
-    pub fn push(&mut self, partition: i32, offset: i64, message: Message) {
-        let part = self.partitions.entry(partition).or_default();
+    pub fn push(&mut self, partition: &str, offset: i64, message: Message) {
+        let part = self.partitions.entry(partition.to_string()).or_default();
         part.next_offset = part.next_offset.max(offset + 1);
         let items: Vec<Held> = match message {
             Message::Watermark(ts) => {
@@ -205,17 +224,17 @@ impl Merger {
                 .min();
             let Some(ts) = next else { break };
             // The resume offsets are taken before the group leaves: a restart must read it again.
-            let offsets: BTreeMap<i32, PartitionResume> = self
+            let offsets: BTreeMap<String, PartitionResume> = self
                 .partitions
                 .iter()
-                .map(|(p, s)| (*p, s.resume()))
+                .map(|(p, s)| (p.clone(), s.resume()))
                 .collect();
-            let mut group: Vec<(i32, i64, Held)> = Vec::new();
+            let mut group: Vec<(String, i64, Held)> = Vec::new();
             for (p, s) in self.partitions.iter_mut() {
                 let mut keep = VecDeque::with_capacity(s.held.len());
                 for (o, h) in s.held.drain(..) {
                     if h.commit_ts() == ts {
-                        group.push((*p, o, h));
+                        group.push((p.clone(), o, h));
                     } else {
                         keep.push_back((o, h));
                     }
@@ -225,7 +244,7 @@ impl Merger {
             for s in self.partitions.values_mut() {
                 s.prune();
             }
-            group.sort_by_key(|(p, o, _)| (*p, *o));
+            group.sort_by(|(p, o, _), (q, r, _)| (p, o).cmp(&(q, r)));
             let mut seen = HashSet::new();
             let mut index = 0u32;
             for (_, _, held) in group {
@@ -239,6 +258,7 @@ impl Merger {
                     offsets: offsets.clone(),
                 };
                 index += 1;
+                self.last_released = Some((ts, index - 1));
                 if self.committed.is_some_and(|c| (ts, index - 1) <= c) {
                     self.stats.replayed += 1;
                     continue;
@@ -297,25 +317,25 @@ mod tests {
 
     #[test]
     fn waits_for_every_partition_and_orders_by_commit_ts() {
-        let mut m = Merger::new(&[0, 1], None);
-        m.push(0, 0, row(20, 2));
-        m.push(1, 0, row(10, 1));
-        m.push(0, 1, Message::Watermark(30));
+        let mut m = Merger::new(&["t/0".into(), "t/1".into()], None);
+        m.push("t/0", 0, row(20, 2));
+        m.push("t/1", 0, row(10, 1));
+        m.push("t/0", 1, Message::Watermark(30));
         assert!(m.release().is_empty(), "partition 1 has no watermark yet");
-        m.push(1, 1, Message::Watermark(15));
+        m.push("t/1", 1, Message::Watermark(15));
         assert_eq!(keys(&m.release()), [(10, 1)]);
-        m.push(1, 2, Message::Watermark(30));
+        m.push("t/1", 2, Message::Watermark(30));
         assert_eq!(keys(&m.release()), [(20, 2)]);
     }
 
     #[test]
     fn drops_resends_after_a_watermark_and_within_a_transaction() {
-        let mut m = Merger::new(&[0], None);
-        m.push(0, 0, row(10, 1));
-        m.push(0, 1, row(10, 1)); // TiCDC restarted before its watermark: same transaction
-        m.push(0, 2, Message::Watermark(11));
-        m.push(0, 3, row(10, 1)); // resend after the watermark
-        m.push(0, 4, Message::Watermark(12));
+        let mut m = Merger::new(&["t/0".into()], None);
+        m.push("t/0", 0, row(10, 1));
+        m.push("t/0", 1, row(10, 1)); // TiCDC restarted before its watermark: same transaction
+        m.push("t/0", 2, Message::Watermark(11));
+        m.push("t/0", 3, row(10, 1)); // resend after the watermark
+        m.push("t/0", 4, Message::Watermark(12));
         assert_eq!(keys(&m.release()), [(10, 1)]);
         assert_eq!(m.stats.duplicates, 2);
     }
@@ -357,7 +377,7 @@ mod tests {
         resume: Option<&Position>,
         stop: usize,
     ) -> Vec<Released> {
-        let ids: Vec<i32> = (0..parts).collect();
+        let ids: Vec<String> = (0..parts).map(|p| format!("t/{p}")).collect();
         let mut m = Merger::new(&ids, resume);
         let start = m.start_offsets();
         let mut offsets = vec![0i64; parts as usize];
@@ -365,10 +385,11 @@ mod tests {
         for (p, msg) in feed {
             let o = offsets[*p as usize];
             offsets[*p as usize] += 1;
-            if o < start[p] {
+            let key = format!("t/{p}");
+            if o < start[&key] {
                 continue;
             }
-            m.push(*p, o, msg.clone());
+            m.push(&key, o, msg.clone());
             out.extend(m.release());
             if out.len() >= stop {
                 break;

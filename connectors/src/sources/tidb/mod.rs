@@ -7,7 +7,12 @@
 //! - `changefeed` is the pipeline source that consumes the topic from Kafka.
 
 pub mod canal;
+pub mod changefeed;
 pub mod debezium;
 pub mod merge;
 pub mod message;
+pub mod metrics;
 pub mod mysql_type;
+pub mod schemas;
+
+pub use changefeed::{ChangefeedSource, TidbError};
