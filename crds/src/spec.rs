@@ -53,6 +53,10 @@ pub struct SyncPipelineSpec {
     /// Where OpenLineage run events go. Without it, no lineage is emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<LineageSpec>,
+    /// Consistency checks of the sink tables against a source database, on a cron schedule
+    /// (by default daily at 02:00, the T+1 check) and on demand. Needs `sink`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
 }
 
 fn default_route() -> Vec<PathName> {
@@ -432,4 +436,50 @@ fn default_one() -> i32 {
 
 fn default_rt_timeout() -> u64 {
     60
+}
+
+/// Scheduled consistency checks: each table is split into primary-key chunks whose row counts
+/// and row hashes are compared between the source database and the sink; differing chunks are
+/// bisected down to rows.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckSpec {
+    /// When checks run: a cron expression of five fields (minute hour day-of-month month
+    /// day-of-week), in UTC. Default `0 2 * * *`, daily at 02:00.
+    #[serde(default = "default_check_schedule")]
+    pub schedule: String,
+    /// Rows per primary-key chunk (one digest query per side per chunk).
+    #[serde(default = "default_check_chunk_size")]
+    #[schemars(range(min = 2))]
+    pub chunk_size: u64,
+    /// Source tables to check, as `schema.table`. Empty: the pipeline's tables (flat-file
+    /// tables and TiDB table names that are not globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// The database the sink is compared with: `mysql://` (MariaDB, MySQL, TiDB),
+    /// `postgres://` or `sqlite://`. Put no password here on Kubernetes.
+    pub source_url: String,
+}
+
+impl CheckSpec {
+    /// The parsed schedule: five fields, minute first (no seconds field).
+    pub fn cron(&self) -> Result<croner::Cron, String> {
+        let text = &self.schedule;
+        if text.split_whitespace().count() != 5 {
+            return Err(format!(
+                "`{text}` is not a cron expression of five fields (minute hour day-of-month month day-of-week)"
+            ));
+        }
+        croner::parser::CronParser::new()
+            .parse(text)
+            .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
+    }
+}
+
+fn default_check_schedule() -> String {
+    "0 2 * * *".to_string()
+}
+
+fn default_check_chunk_size() -> u64 {
+    10_000
 }

@@ -161,7 +161,34 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
             "set exactly one of `file` and `http`",
         ));
     }
+    if let Some(check) = &spec.check {
+        validate_check(check, spec.sink.is_some(), &mut issues);
+    }
     issues
+}
+
+fn validate_check(check: &crate::CheckSpec, has_sink: bool, issues: &mut Vec<FieldIssue>) {
+    if !has_sink {
+        issues.push(FieldIssue::new(
+            "spec.check",
+            "checks compare the sink with its source: `spec.sink` is not configured",
+        ));
+    }
+    if let Err(e) = check.cron() {
+        issues.push(FieldIssue::new("spec.check.schedule", e));
+    }
+    for (i, table) in check.tables.iter().enumerate() {
+        let ok = matches!(table.split_once('.'), Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.'));
+        if !ok {
+            issues.push(FieldIssue::new(
+                format!("spec.check.tables[{i}]"),
+                format!("expected `schema.table`, found `{table}`"),
+            ));
+        }
+    }
+    if check.source_url.trim().is_empty() {
+        issues.push(FieldIssue::new("spec.check.sourceUrl", "is empty"));
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +213,21 @@ spec:
             Err(crate::ManifestError::Invalid(issues)) => issues,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn check_needs_a_sink_a_cron_schedule_and_qualified_tables() {
+        let found = issues(
+            "  batch: {url: out}\n  check: {sourceUrl: 'mysql://h/db', schedule: '0 2 * *', tables: [t]}",
+        );
+        let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.check", "spec.check.schedule", "spec.check.tables[0]"],
+            "{found:?}"
+        );
+        let ok = issues("  batch: {url: out}\n  sink: {url: 'sqlite://s.db'}\n  check: {sourceUrl: 'mysql://h/db'}");
+        assert!(ok.is_empty(), "{ok:?}");
     }
 
     #[test]

@@ -298,7 +298,9 @@ impl TableCheck {
             progress(p);
         }
 
-        let differing = found.missing.len() + found.extra.len() + found.different.len();
+        let (truncated, unlisted) = (found.truncated, found.unlisted);
+        let (missing, extra, different) = self.reconcile(found);
+        let differing = (missing.len() + extra.len() + different.len()) as u64 + unlisted;
         let denominator = p.source_rows.max(p.sink_rows);
         let mut source_report = self.source_report.clone();
         source_report.rows = p.source_rows;
@@ -311,17 +313,17 @@ impl TableCheck {
             chunk_size,
             chunks: p.chunks,
             mismatched_chunks: p.mismatched_chunks,
-            differing_rows: differing as u64 + found.unlisted,
+            differing_rows: differing,
             diff_ratio: if denominator == 0 {
                 0.0
             } else {
-                (differing as u64 + found.unlisted) as f64 / denominator as f64
+                differing as f64 / denominator as f64
             },
-            truncated: found.truncated,
-            equal: p.mismatched_chunks == 0,
-            missing: found.missing,
-            extra: found.extra,
-            different: found.different,
+            truncated,
+            equal: differing == 0,
+            missing,
+            extra,
+            different,
             hash_mode: self.options.hash_mode,
             elapsed_seconds: started.elapsed().as_secs_f64(),
         })
@@ -369,51 +371,86 @@ impl TableCheck {
         })
     }
 
-    /// Fetches the rows of a small range on both sides and names every difference.
+    /// Fetches the rows of a small range on both sides and names every difference. Rows
+    /// present on one side only are kept unnamed until the end ([`Self::reconcile`]).
     async fn compare_rows(&self, range: &KeyRange, found: &mut Findings) -> Result<(), CheckError> {
         let (src_rows, sink_rows) =
             futures::try_join!(self.source.rows(range), self.sink.rows(range))?;
-        let types: Vec<&ColumnType> = self.schema.types.iter().collect();
-        let canonical = |label: &str, row: &[Value]| {
-            hash_values(&types, row)
-                .map(|(fields, _)| fields)
-                .map_err(|reason| CheckError::Invalid(format!("{label}: {reason}")))
-        };
-        let key_of = |fields: &[Option<String>]| -> Vec<Option<String>> {
-            self.schema.key.iter().map(|&i| fields[i].clone()).collect()
-        };
-        let mut on_sink: HashMap<Vec<Option<String>>, (usize, Vec<Option<String>>)> =
-            HashMap::new();
-        for (i, row) in sink_rows.iter().enumerate() {
-            let fields = canonical(&self.sink_report.table, row)?;
-            on_sink.insert(key_of(&fields), (i, fields));
+        let mut on_sink: HashMap<Vec<Option<String>>, Canonical> = HashMap::new();
+        for row in sink_rows {
+            let c = self.canonical(&self.sink_report.table, row)?;
+            // A sink without a key constraint can hold a key twice: the copy is extra.
+            if let Some(duplicate) = on_sink.insert(c.key.clone(), c) {
+                found.sink_only.push(duplicate);
+            }
         }
-        for row in &src_rows {
-            let fields = canonical(&self.source_report.table, row)?;
-            match on_sink.remove(&key_of(&fields)) {
-                None => found.push_missing(self.difference(row, Vec::new(), self.fix.insert(row))),
-                Some((_, sink_fields)) => {
-                    let differing: Vec<usize> = (0..fields.len())
-                        .filter(|&c| fields[c] != sink_fields[c])
-                        .collect();
-                    if !differing.is_empty() {
-                        let names = differing
-                            .iter()
-                            .map(|&c| self.schema.source_names[c].clone())
-                            .collect();
-                        let fix = self.fix.update(row, &differing);
-                        found.push_different(self.difference(row, names, fix));
+        for row in src_rows {
+            let c = self.canonical(&self.source_report.table, row)?;
+            match on_sink.remove(&c.key) {
+                None => found.source_only.push(c),
+                Some(sink_row) => {
+                    if let Some(d) = self.compare_pair(&c, &sink_row) {
+                        found.different.push(d);
                     }
                 }
             }
         }
-        let mut extra: Vec<usize> = on_sink.into_values().map(|(i, _)| i).collect();
-        extra.sort_unstable();
-        for i in extra {
-            let row = &sink_rows[i];
-            found.push_extra(self.difference(row, Vec::new(), self.fix.delete(row)));
-        }
+        found.sink_only.extend(on_sink.into_values());
         Ok(())
+    }
+
+    fn canonical(&self, label: &str, row: Vec<Value>) -> Result<Canonical, CheckError> {
+        let types: Vec<&ColumnType> = self.schema.types.iter().collect();
+        let (fields, _) = hash_values(&types, &row)
+            .map_err(|reason| CheckError::Invalid(format!("{label}: {reason}")))?;
+        let key = self.schema.key.iter().map(|&i| fields[i].clone()).collect();
+        Ok(Canonical { key, fields, row })
+    }
+
+    /// The `different` entry for a key both sides hold, `None` when the rows are equal.
+    fn compare_pair(&self, src: &Canonical, snk: &Canonical) -> Option<RowDifference> {
+        let differing: Vec<usize> = (0..src.fields.len())
+            .filter(|&c| src.fields[c] != snk.fields[c])
+            .collect();
+        if differing.is_empty() {
+            return None;
+        }
+        let names = differing
+            .iter()
+            .map(|&c| self.schema.source_names[c].clone())
+            .collect();
+        Some(self.difference(&src.row, names, self.fix.update(&src.row, &differing)))
+    }
+
+    /// Pairs rows found on one side only in one range with rows of the same key found in
+    /// another range of the other side (which happens when the two databases order keys
+    /// differently, e.g. text keys under different collations), then names the rest.
+    fn reconcile(
+        &self,
+        found: Findings,
+    ) -> (Vec<RowDifference>, Vec<RowDifference>, Vec<RowDifference>) {
+        let mut different = found.different;
+        let mut sink_only: HashMap<Vec<Option<String>>, Canonical> = found
+            .sink_only
+            .into_iter()
+            .map(|c| (c.key.clone(), c))
+            .collect();
+        let mut missing = Vec::new();
+        for src in found.source_only {
+            match sink_only.remove(&src.key) {
+                Some(snk) => different.extend(self.compare_pair(&src, &snk)),
+                None => {
+                    missing.push(self.difference(&src.row, Vec::new(), self.fix.insert(&src.row)))
+                }
+            }
+        }
+        let mut rest: Vec<Canonical> = sink_only.into_values().collect();
+        rest.sort_by(|a, b| a.key.cmp(&b.key));
+        let extra = rest
+            .iter()
+            .map(|c| self.difference(&c.row, Vec::new(), self.fix.delete(&c.row)))
+            .collect();
+        (missing, extra, different)
     }
 
     fn difference(&self, row: &[Value], columns: Vec<String>, fix: String) -> RowDifference {
@@ -432,10 +469,17 @@ impl TableCheck {
     }
 }
 
+/// A row with its canonical fields and key.
+struct Canonical {
+    key: Vec<Option<String>>,
+    fields: Vec<Option<String>>,
+    row: Vec<Value>,
+}
+
 #[derive(Default)]
 struct Findings {
-    missing: Vec<RowDifference>,
-    extra: Vec<RowDifference>,
+    source_only: Vec<Canonical>,
+    sink_only: Vec<Canonical>,
     different: Vec<RowDifference>,
     truncated: bool,
     /// Differing rows counted but not located (past `max_differences`).
@@ -444,16 +488,7 @@ struct Findings {
 
 impl Findings {
     fn listed(&self) -> usize {
-        self.missing.len() + self.extra.len() + self.different.len()
-    }
-    fn push_missing(&mut self, d: RowDifference) {
-        self.missing.push(d);
-    }
-    fn push_extra(&mut self, d: RowDifference) {
-        self.extra.push(d);
-    }
-    fn push_different(&mut self, d: RowDifference) {
-        self.different.push(d);
+        self.source_only.len() + self.sink_only.len() + self.different.len()
     }
 }
 

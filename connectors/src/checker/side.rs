@@ -520,7 +520,11 @@ impl SqlSide {
                     .try_get::<Option<bool>, _>(pos)
                     .map_err(e)?
                     .map(Value::Bool),
-                ColumnType::Bool | ColumnType::Int => row
+                ColumnType::Bool => row
+                    .try_get::<Option<i64>, _>(pos)
+                    .map_err(e)?
+                    .map(|i| Value::Bool(i != 0)),
+                ColumnType::Int => row
                     .try_get::<Option<i64>, _>(pos)
                     .map_err(e)?
                     .map(Value::Int),
