@@ -20,6 +20,10 @@ pub struct Metrics {
     pub snapshot_seconds: HistogramVec,
     pub sink_rows: IntCounterVec,
     pub sink_write_seconds: HistogramVec,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub sink_diverted_rows: IntCounterVec,
+    pub sink_replayed_events: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -52,6 +56,16 @@ impl Metrics {
         )
         .expect("valid metric definition");
         r.register(Box::new(in_flight.clone()))
+            .expect("metric registered once");
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "syncmesh_sink_breaker_state",
+                "Circuit breaker of a sink table: 0 closed, 1 open, 2 half-open, 3 shadow promoted",
+            ),
+            &["pipeline", "table"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(breaker_state.clone()))
             .expect("metric registered once");
         Self {
             events_read: counter(
@@ -119,6 +133,25 @@ impl Metrics {
                 &r,
                 "syncmesh_sink_write_duration_seconds",
                 "Time to apply one batch to a sink table",
+                &["pipeline", "table"],
+            ),
+            breaker_state,
+            breaker_transitions: counter(
+                &r,
+                "syncmesh_sink_breaker_transitions_total",
+                "Circuit breaker state changes of a sink table",
+                &["pipeline", "table", "from", "to"],
+            ),
+            sink_diverted_rows: counter(
+                &r,
+                "syncmesh_sink_diverted_rows_total",
+                "Rows written to a shadow table while the table's breaker was open",
+                &["pipeline", "table"],
+            ),
+            sink_replayed_events: counter(
+                &r,
+                "syncmesh_sink_replayed_events_total",
+                "Diverted events replayed into the original table by compensation",
                 &["pipeline", "table"],
             ),
             registry: r,

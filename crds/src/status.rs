@@ -25,6 +25,41 @@ pub struct SyncPipelineStatus {
     /// Conditions, following the Kubernetes API conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The circuit breaker and shadow table of each sink table the pipeline has written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sink_tables: Vec<SinkTableStatus>,
+}
+
+/// A sink table's circuit breaker and shadow table.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkTableStatus {
+    /// The sink table.
+    pub table: String,
+    /// `closed`, `open`, `half-open`, or `promoted` (the shadow replaced the table; the old
+    /// table is kept until released or rolled back).
+    pub breaker: String,
+    /// Why the breaker is in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the breaker entered this state (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The shadow table that takes the writes while the breaker is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// Rows written to the shadow table instead of the table, in this run.
+    #[serde(default)]
+    pub diverted_rows: u64,
+    /// Diverted events not yet replayed into the table.
+    #[serde(default)]
+    pub pending_replay: u64,
+    /// Consecutive failed consistency checks.
+    #[serde(default)]
+    pub failed_checks: u32,
+    /// The p99 write latency over the breaker's window, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_p99_ms: Option<u64>,
 }
 
 /// Progress of one source.
