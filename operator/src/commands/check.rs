@@ -1,14 +1,301 @@
 //! `syncmesh check`: prove a sink table equals its source.
+//!
+//! `syncmesh check --source URL --sink URL --table T [--sink-table T2]` checks one table;
+//! `syncmesh check PIPELINE.yaml [--table schema.table]` checks the tables of a pipeline
+//! (`spec.check`: the source database and the tables; `spec.sink`: the sink). The JSON report
+//! goes to stdout; exit 0 when equal, 1 on differences (or when a check could not run), 2 on
+//! bad input.
 
+use super::validate::{base_dir, load};
 use crate::Failure;
+use anyhow::anyhow;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use syncmesh_connectors::checker::{
+    CheckOptions, CheckProgress, CheckReport, HashMode, check_table, parse_table_name,
+};
+use syncmesh_connectors::event::TableId;
+use syncmesh_connectors::sinks::table::{TableName, TableSinkOptions};
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The pipeline manifest whose tables to check.
-    pub pipeline: Option<std::path::PathBuf>,
+    /// The pipeline manifest whose tables to check (`spec.check.sourceUrl` against `spec.sink`).
+    #[arg(conflicts_with_all = ["source", "sink", "sink_table"])]
+    pub pipeline: Option<PathBuf>,
+    /// The source database URL (`mysql://`, `mariadb://`, `postgres://`, `sqlite://`).
+    #[arg(long, requires_all = ["sink", "table"])]
+    pub source: Option<String>,
+    /// The sink database URL.
+    #[arg(long, requires = "source")]
+    pub sink: Option<String>,
+    /// The table, as `table` or `schema.table` (with a manifest: one of its source tables).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The table's name on the sink, when it differs from `--table`.
+    #[arg(long)]
+    pub sink_table: Option<String>,
+    /// Rows per primary-key chunk (default 10000, or `spec.check.chunkSize`).
+    #[arg(long)]
+    pub chunk_size: Option<u64>,
+    /// Chunks digested at the same time, each on one connection per side.
+    #[arg(long, default_value_t = 2)]
+    pub parallelism: usize,
+    /// Differing rows listed with their fix SQL; beyond it they are only counted.
+    #[arg(long, default_value_t = 1000)]
+    pub max_differences: usize,
+    /// Stream every row and hash it in syncmesh instead of in the databases' SQL.
+    #[arg(long)]
+    pub stream: bool,
+    /// No progress display, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
-pub async fn run(_args: CheckArgs) -> Result<(), Failure> {
-    Err(Failure::failed(anyhow::anyhow!("check: not built yet")))
+/// One table to check.
+struct Job {
+    name: String,
+    source_url: String,
+    source_table: TableName,
+    sink_url: String,
+    sink_table: TableName,
+}
+
+pub async fn run(args: CheckArgs) -> Result<(), Failure> {
+    let mut options = CheckOptions {
+        parallelism: args.parallelism,
+        max_differences: args.max_differences,
+        hash_mode: if args.stream {
+            HashMode::Stream
+        } else {
+            HashMode::Auto
+        },
+        ..CheckOptions::default()
+    };
+    let (pipeline, jobs) = match (&args.pipeline, &args.source, &args.sink) {
+        (Some(path), None, None) => {
+            let (name, jobs, chunk_size) = manifest_jobs(path, args.table.as_deref())?;
+            options.chunk_size = chunk_size;
+            (Some(name), jobs)
+        }
+        (None, Some(source), Some(sink)) => {
+            let table = args.table.as_deref().unwrap_or_default();
+            let source_table = parse_table_name(table).map_err(Failure::bad_input)?;
+            let sink_table = match &args.sink_table {
+                Some(t) => parse_table_name(t).map_err(Failure::bad_input)?,
+                None => source_table.clone(),
+            };
+            let job = Job {
+                name: source_table.to_string(),
+                source_url: source.clone(),
+                source_table,
+                sink_url: sink.clone(),
+                sink_table,
+            };
+            (None, vec![job])
+        }
+        _ => {
+            return Err(Failure::bad_input(anyhow!(
+                "give a pipeline manifest, or --source URL --sink URL --table T"
+            )));
+        }
+    };
+    if let Some(n) = args.chunk_size {
+        options.chunk_size = n;
+    }
+    options.validate().map_err(Failure::bad_input)?;
+
+    let mut reports = Vec::new();
+    for job in &jobs {
+        let bar = progress_bar(args.quiet, &job.name);
+        let report = check_table(
+            &job.source_url,
+            &job.source_table,
+            &job.sink_url,
+            &job.sink_table,
+            &options,
+            &|p: CheckProgress| {
+                if let Some(bar) = &bar {
+                    bar.set_message(progress_text(&p));
+                }
+            },
+        )
+        .await;
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        let report = report.map_err(|e| {
+            let bad = e.is_bad_input();
+            let e = anyhow::Error::new(e).context(format!("checking {}", job.name));
+            if bad {
+                Failure::bad_input(e)
+            } else {
+                Failure::failed(e)
+            }
+        })?;
+        reports.push(report);
+    }
+
+    let json = match &pipeline {
+        None => serde_json::to_value(&reports[0]),
+        Some(name) => serde_json::to_value(serde_json::json!({
+            "pipeline": name,
+            "equal": reports.iter().all(|r| r.equal),
+            "tables": reports,
+        })),
+    }
+    .map_err(Failure::failed)?;
+    let text = serde_json::to_string_pretty(&json).map_err(Failure::failed)?;
+    println!("{text}");
+    let unequal: Vec<String> = reports.iter().filter(|r| !r.equal).map(summary).collect();
+    if unequal.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::failed(anyhow!(
+            "differences found: {}",
+            unequal.join("; ")
+        )))
+    }
+}
+
+fn summary(r: &CheckReport) -> String {
+    format!(
+        "{}: {} missing, {} extra, {} different (diff ratio {:.6})",
+        r.table,
+        r.missing.len(),
+        r.extra.len(),
+        r.different.len(),
+        r.diff_ratio
+    )
+}
+
+fn progress_bar(quiet: bool, table: &str) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]") {
+        bar.set_style(style);
+    }
+    bar.set_prefix(table.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+fn progress_text(p: &CheckProgress) -> String {
+    let phase = if p.locating {
+        "locating differing rows; "
+    } else {
+        ""
+    };
+    format!(
+        "{phase}{} chunks, {} / {} rows, {} mismatched",
+        p.chunks, p.source_rows, p.sink_rows, p.mismatched_chunks
+    )
+}
+
+/// The tables of a pipeline: `spec.check.tables` (or the pipeline's own tables), each compared
+/// between `spec.check.sourceUrl` and its table in `spec.sink`.
+fn manifest_jobs(path: &Path, only: Option<&str>) -> Result<(String, Vec<Job>, u64), Failure> {
+    let manifest = load(path)?;
+    let name = manifest.metadata.name.clone().unwrap_or_default();
+    let spec = &manifest.spec;
+    let invalid = |field: &str, reason: &str| {
+        Failure::bad_input(anyhow!("{field}: {reason}")).context_path(path)
+    };
+    let check = spec.check.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.check",
+            "the pipeline has no `check` section naming the source database (sourceUrl)",
+        )
+    })?;
+    let sink = spec
+        .sink
+        .as_ref()
+        .ok_or_else(|| invalid("spec.sink", "the pipeline has no sink to check"))?;
+    let base = base_dir(path);
+    let mut tables: Vec<String> = check.tables.clone();
+    if tables.is_empty() {
+        for source in &spec.sources {
+            if let Some(ff) = &source.flat_file {
+                tables.push(ff.table.clone());
+            }
+            if let Some(tidb) = &source.tidb {
+                tables.extend(
+                    tidb.tables
+                        .iter()
+                        .filter(|t| !t.contains(['*', '?', '[']))
+                        .cloned(),
+                );
+            }
+        }
+    }
+    if let Some(only) = only {
+        if !tables.iter().any(|t| t == only) {
+            return Err(invalid(
+                "--table",
+                &format!("`{only}` is not one of the pipeline's tables {tables:?}"),
+            ));
+        }
+        tables = vec![only.to_string()];
+    }
+    if tables.is_empty() {
+        return Err(invalid(
+            "spec.check.tables",
+            "name the tables to check (`schema.table`)",
+        ));
+    }
+    let mut naming = TableSinkOptions::default();
+    for (source_table, target) in &sink.tables {
+        naming
+            .tables
+            .insert(TableId::parse(source_table), TableName::new(target.clone()));
+    }
+    let source_url = resolve_sqlite(&check.source_url, &base);
+    let sink_url = resolve_sqlite(&sink.url, &base);
+    let jobs = tables
+        .iter()
+        .map(|t| {
+            let id = TableId::parse(t);
+            Job {
+                name: t.clone(),
+                source_url: source_url.clone(),
+                source_table: TableName::with_schema(id.schema.clone(), id.table.clone()),
+                sink_url: sink_url.clone(),
+                sink_table: naming.target_for(&id),
+            }
+        })
+        .collect();
+    Ok((name, jobs, check.chunk_size))
+}
+
+/// `sqlite://relative/path` is relative to the manifest's directory, as in `syncmesh run`.
+fn resolve_sqlite(url: &str, base: &Path) -> String {
+    match url.strip_prefix("sqlite://") {
+        Some(rest) if !rest.starts_with('/') && !rest.starts_with(":memory:") => {
+            let p = base.join(rest);
+            format!(
+                "sqlite://{}",
+                std::path::absolute(&p).unwrap_or(p).display()
+            )
+        }
+        _ => url.to_string(),
+    }
+}
+
+trait WithPath {
+    fn context_path(self, path: &Path) -> Self;
+}
+
+impl WithPath for Failure {
+    fn context_path(self, path: &Path) -> Self {
+        Failure {
+            code: self.code,
+            error: self
+                .error
+                .context(format!("invalid manifest {}", path.display())),
+        }
+    }
 }
