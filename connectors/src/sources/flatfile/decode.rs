@@ -1,7 +1,17 @@
 //! Decoding records into typed values, from a field plan computed once per layout.
+//!
+//! The hot path (`decode_row`) writes into a reusable [`RowBuffer`]: no allocation per record
+//! or field. Text in ASCII files is borrowed from the record after one UTF-8 check of the whole
+//! record; EBCDIC and Latin-1 text is transcoded by table into a scratch buffer; zoned digits
+//! are read eight at a time and packed digits two at a time (see `numeric`). Anything unusual
+//! (an invalid byte, more than 18 digits) falls back to the byte-by-byte code, which names the
+//! error precisely. Fields that always sit at the same offset skip the OCCURS, OCCURS
+//! DEPENDING ON and REDEFINES bookkeeping.
 
 use super::encoding::Encoding;
 use super::layout::{FieldKind, Layout, LayoutError, SignPosition};
+use super::numeric::{self, FAST_DIGITS};
+use super::row::{Cell, Row, RowBuffer};
 use crate::event::{Column, ColumnType, Decimal, Value};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +92,8 @@ pub enum FieldErrorKind {
     Overflow { value: u64 },
     #[error("record type `{value}` matches no selector case")]
     UnknownRecordType { value: String },
+    #[error("packed value has more than the {digits} digits of its picture (non-zero pad nibble)")]
+    TooManyDigits { digits: u8 },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -109,6 +121,10 @@ struct Plan {
     op: Op,
     offset: usize,
     len: usize,
+    digits: u8,
+    /// 10^digits: packed magnitudes must stay below it (the pad nibble of an even digit count
+    /// is zero).
+    limit: u128,
     scale: u8,
     /// Scale-0 numbers that fit an i64 come out as `Value::Int`.
     int: bool,
@@ -117,6 +133,18 @@ struct Plan {
     odo_prefix: usize,
     /// Per selector case: whether the field applies. `None`: always.
     active: Option<Vec<bool>>,
+    /// A scalar at a fixed offset that applies to every record: no bookkeeping needed.
+    simple: bool,
+}
+
+impl Plan {
+    fn error(&self, offset: usize, reason: FieldErrorKind) -> FieldError {
+        FieldError {
+            field: self.name.clone(),
+            offset,
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,8 +167,8 @@ struct Selector {
 const INVALID: u8 = 0xFF;
 const NEG: u8 = 0x10;
 
-/// Decodes records of one layout. Build it once; `decode` is allocation-free apart from the
-/// values it returns.
+/// Decodes records of one layout. Build it once; `decode_row` does not allocate once its
+/// buffer has grown to the size of a record.
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     plans: Vec<Plan>,
@@ -155,6 +183,10 @@ pub struct RecordDecoder {
     plus: u8,
     minus: u8,
     space: u8,
+    /// The zone of digit bytes: 0x30 (ASCII) or 0xF0 (EBCDIC).
+    zone: u8,
+    /// Some text field is ASCII/UTF-8: check the whole record once.
+    utf8_text: bool,
 }
 
 fn binary_precision(len: usize, signed: bool) -> u8 {
@@ -267,12 +299,17 @@ impl RecordDecoder {
             };
             let mut dims = Vec::with_capacity(f.occurs.len());
             for o in &f.occurs {
-                let odo = o.depending_on.as_ref().map(|_| {
-                    tables
-                        .iter()
-                        .position(|t| t.offset == o.table_offset && t.stride == o.stride)
-                        .expect("table collected above")
-                });
+                let odo = match &o.depending_on {
+                    None => None,
+                    Some(_) => Some(
+                        tables
+                            .iter()
+                            .position(|t| t.offset == o.table_offset && t.stride == o.stride)
+                            .ok_or_else(|| {
+                                LayoutError::Invalid(format!("{}: OCCURS table not found", f.name))
+                            })?,
+                    ),
+                };
                 dims.push(Dim {
                     max: o.max,
                     stride: o.stride,
@@ -289,33 +326,42 @@ impl RecordDecoder {
                 column_type,
                 nullable: !f.variants.is_empty(),
             });
+            let active = activity(&f.variants);
             plans.push(Plan {
                 name: f.name.clone(),
                 op,
                 offset: f.offset,
                 len: f.length,
+                digits: f.digits,
+                limit: 10u128.checked_pow(u32::from(f.digits)).unwrap_or(u128::MAX),
                 scale: f.scale,
                 int,
+                simple: dims.is_empty() && odo_prefix == 0 && active.is_none(),
                 dims,
                 odo_prefix,
-                active: activity(&f.variants),
+                active,
             });
         }
-        let odo = tables
-            .into_iter()
-            .map(|t| OdoTable {
-                counter: layout.field_index(&t.counter).expect("validated"),
+        let field_index = |name: &str| {
+            layout
+                .field_index(name)
+                .ok_or_else(|| LayoutError::Invalid(format!("no field `{name}`")))
+        };
+        let mut odo = Vec::with_capacity(tables.len());
+        for t in tables {
+            odo.push(OdoTable {
+                counter: field_index(&t.counter)?,
                 counter_name: t.counter,
                 min: t.min,
                 max: t.max,
                 stride: t.stride,
                 active: t.active,
-            })
-            .collect();
+            });
+        }
         let selector = match &layout.selector {
             None => None,
             Some(s) => {
-                let field = layout.field_index(&s.field).expect("validated");
+                let field = field_index(&s.field)?;
                 let mut cases = Vec::new();
                 for (value, alt) in &s.cases {
                     let bytes = enc.encode(value.trim()).ok_or_else(|| {
@@ -348,6 +394,9 @@ impl RecordDecoder {
             }
         }
         let (plus, minus) = enc.plus_minus();
+        let utf8_text = plans
+            .iter()
+            .any(|p| matches!(p.op, Op::Text(e) if e.code_points().is_none()));
         Ok(Self {
             plans,
             columns,
@@ -359,6 +408,8 @@ impl RecordDecoder {
             plus,
             minus,
             space: enc.space(),
+            zone: enc.digit(0),
+            utf8_text,
         })
     }
 
@@ -371,19 +422,62 @@ impl RecordDecoder {
         self.options
     }
 
-    /// Decodes one record into values aligned with `columns()`.
+    /// Decodes one record into owned values aligned with `columns()`.
     pub fn decode(&self, record: &[u8]) -> Result<Vec<Value>, FieldError> {
-        let mut out = Vec::with_capacity(self.plans.len());
-        self.decode_into(record, &mut out)?;
-        Ok(out)
+        let mut buf = RowBuffer::default();
+        Ok(self.decode_row(record, &mut buf)?.to_values())
     }
 
     /// Like `decode`, reusing `out` (cleared first).
     pub fn decode_into(&self, record: &[u8], out: &mut Vec<Value>) -> Result<(), FieldError> {
         out.clear();
+        let mut buf = RowBuffer::default();
+        self.decode_row(record, &mut buf)?.append_values(out);
+        Ok(())
+    }
+
+    /// Decodes one record into `buf` and returns its values, borrowed from `record` and
+    /// `buf`: the allocation-free form of `decode`.
+    pub fn decode_row<'a>(
+        &self,
+        record: &'a [u8],
+        buf: &'a mut RowBuffer,
+    ) -> Result<Row<'a>, FieldError> {
+        buf.cells.clear();
+        buf.scratch.clear();
+        // One check of the whole record lets every ASCII text field borrow from it.
+        let text = if self.utf8_text {
+            std::str::from_utf8(record).ok()
+        } else {
+            None
+        };
+        self.fill(record, text, buf)?;
+        let buf: &'a RowBuffer = buf;
+        // The scratch holds transcoded or validated text only; this cannot fail.
+        let scratch = std::str::from_utf8(&buf.scratch).map_err(|u| FieldError {
+            field: "(text)".into(),
+            offset: 0,
+            reason: FieldErrorKind::InvalidText {
+                at: u.valid_up_to(),
+            },
+        })?;
+        Ok(Row {
+            cells: &buf.cells,
+            record: text.unwrap_or(""),
+            scratch,
+            columns: self.plans.len(),
+        })
+    }
+
+    fn fill(
+        &self,
+        record: &[u8],
+        text: Option<&str>,
+        buf: &mut RowBuffer,
+    ) -> Result<(), FieldError> {
         let case = match &self.selector {
             None => None,
-            Some(sel) => Some(self.select(sel, record)?),
+            Some(sel) => Some(self.select(sel, record, text, buf)?),
         };
         let is_active = |a: &Option<Vec<bool>>| match (a, case) {
             (Some(per_case), Some(c)) => per_case[c],
@@ -399,47 +493,67 @@ impl RecordDecoder {
             }
             let c = &self.plans[t.counter];
             let off = c.offset - shifts[c.odo_prefix];
-            let n = match self.scalar(c, record, off)? {
-                Value::Int(n) => i128::from(n),
-                Value::Decimal(d) => d.unscaled,
-                _ => unreachable!("counters are integers"),
+            self.scalar(c, record, off, text, buf)
+                .map_err(|r| c.error(off, r))?;
+            let n = match buf.cells.pop() {
+                Some(Cell::Int(n)) => i128::from(n),
+                Some(Cell::Decimal(d)) => d.unscaled,
+                _ => -1,
             };
             if n < t.min as i128 || n > t.max as i128 {
-                return Err(FieldError {
-                    field: c.name.clone(),
-                    offset: off,
-                    reason: FieldErrorKind::OccursOutOfRange {
+                return Err(c.error(
+                    off,
+                    FieldErrorKind::OccursOutOfRange {
                         counter: t.counter_name.clone(),
                         count: n,
                         min: t.min,
                         max: t.max,
                     },
-                });
+                ));
             }
             counts[k] = n as usize;
             shifts[k + 1] = shifts[k] + (t.max - counts[k]) * t.stride;
         }
         for p in &self.plans {
+            if p.simple {
+                self.scalar(p, record, p.offset, text, buf)
+                    .map_err(|r| p.error(p.offset, r))?;
+                continue;
+            }
             if !is_active(&p.active) {
-                out.push(Value::Null);
+                buf.cells.push(Cell::Null);
                 continue;
             }
             let off = p.offset - shifts[p.odo_prefix];
-            let v = if p.dims.is_empty() {
-                self.scalar(p, record, off)?
+            if p.dims.is_empty() {
+                self.scalar(p, record, off, text, buf)
+                    .map_err(|r| p.error(off, r))?;
             } else {
-                self.array(p, record, off, 0, &counts)?
-            };
-            out.push(v);
+                self.array(p, record, off, 0, &counts, text, buf)?;
+            }
         }
         Ok(())
     }
 
-    fn select(&self, sel: &Selector, record: &[u8]) -> Result<usize, FieldError> {
+    fn select(
+        &self,
+        sel: &Selector,
+        record: &[u8],
+        text: Option<&str>,
+        buf: &mut RowBuffer,
+    ) -> Result<usize, FieldError> {
         let p = &self.plans[sel.field];
         let raw = match record.get(p.offset..p.offset + p.len) {
             Some(r) => r,
-            None => return Err(self.short(p, p.offset, record.len())),
+            None => {
+                return Err(p.error(
+                    p.offset,
+                    FieldErrorKind::ShortRecord {
+                        needed: p.offset + p.len,
+                        actual: record.len(),
+                    },
+                ));
+            }
         };
         let value: Vec<u8>;
         let key: &[u8] = match p.op {
@@ -455,29 +569,28 @@ impl RecordDecoder {
                 &raw[s..e]
             }
             _ => {
-                let v = self.scalar(p, record, p.offset)?;
-                value = self
-                    .options
-                    .encoding
-                    .encode(&v.key_text())
-                    .unwrap_or_default();
+                self.scalar(p, record, p.offset, text, buf)
+                    .map_err(|r| p.error(p.offset, r))?;
+                let key = match buf.cells.pop() {
+                    Some(Cell::Int(i)) => i.to_string(),
+                    Some(Cell::Decimal(d)) => d.to_string(),
+                    _ => String::new(),
+                };
+                value = self.options.encoding.encode(&key).unwrap_or_default();
                 &value
             }
         };
         if let Some(i) = sel.cases.iter().position(|(v, _)| v.as_slice() == key) {
             return Ok(i);
         }
-        let mut text = String::new();
+        let mut shown = String::new();
         for b in key {
-            text.push(self.options.encoding.decode_byte(*b).unwrap_or('\u{FFFD}'));
+            shown.push(self.options.encoding.decode_byte(*b).unwrap_or('\u{FFFD}'));
         }
-        Err(FieldError {
-            field: p.name.clone(),
-            offset: p.offset,
-            reason: FieldErrorKind::UnknownRecordType { value: text },
-        })
+        Err(p.error(p.offset, FieldErrorKind::UnknownRecordType { value: shown }))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn array(
         &self,
         p: &Plan,
@@ -485,123 +598,210 @@ impl RecordDecoder {
         base: usize,
         dim: usize,
         counts: &[usize; MAX_ODO_TABLES],
-    ) -> Result<Value, FieldError> {
+        text: Option<&str>,
+        buf: &mut RowBuffer,
+    ) -> Result<(), FieldError> {
         let d = &p.dims[dim];
         let n = d.odo.map_or(d.max, |k| counts[k]);
-        let mut items = Vec::with_capacity(n);
+        let at = buf.cells.len();
+        buf.cells.push(Cell::Array { len: 0, span: 0 });
         for i in 0..n {
             let off = base + i * d.stride;
-            let v = if dim + 1 == p.dims.len() {
-                self.scalar(p, record, off)
+            let r = if dim + 1 == p.dims.len() {
+                self.scalar(p, record, off, text, buf)
+                    .map_err(|r| p.error(off, r))
             } else {
-                self.array(p, record, off, dim + 1, counts)
+                self.array(p, record, off, dim + 1, counts, text, buf)
             };
-            match v {
-                Ok(v) => items.push(v),
-                Err(mut e) => {
-                    match e.field.rfind('(') {
-                        Some(pos) if e.field.ends_with(')') => {
-                            e.field.insert_str(pos + 1, &format!("{},", i + 1))
-                        }
-                        _ => e.field.push_str(&format!("({})", i + 1)),
+            if let Err(mut e) = r {
+                match e.field.rfind('(') {
+                    Some(pos) if e.field.ends_with(')') => {
+                        e.field.insert_str(pos + 1, &format!("{},", i + 1))
                     }
-                    return Err(e);
+                    _ => e.field.push_str(&format!("({})", i + 1)),
                 }
+                return Err(e);
             }
         }
-        Ok(Value::Array(items))
+        let span = buf.cells.len() - at - 1;
+        buf.cells[at] = Cell::Array {
+            len: n as u32,
+            span: span as u32,
+        };
+        Ok(())
     }
 
-    fn short(&self, p: &Plan, off: usize, actual: usize) -> FieldError {
-        FieldError {
-            field: p.name.clone(),
-            offset: off,
-            reason: FieldErrorKind::ShortRecord {
-                needed: off + p.len,
-                actual,
-            },
-        }
-    }
-
+    /// Decodes the field (element) at `off` and pushes its cell.
     #[inline]
-    fn scalar(&self, p: &Plan, record: &[u8], off: usize) -> Result<Value, FieldError> {
-        let end = off + p.len;
-        let bytes = match record.get(off..end) {
+    fn scalar(
+        &self,
+        p: &Plan,
+        record: &[u8],
+        off: usize,
+        text: Option<&str>,
+        buf: &mut RowBuffer,
+    ) -> Result<(), FieldErrorKind> {
+        let bytes = match record.get(off..off + p.len) {
             Some(b) => b,
+            None if matches!(p.op, Op::Text(_)) && self.options.allow_short_text => {
+                record.get(off..).unwrap_or(&[])
+            }
             None => {
-                if matches!(p.op, Op::Text(_)) && self.options.allow_short_text {
-                    record.get(off..).unwrap_or(&[])
-                } else {
-                    return Err(self.short(p, off, record.len()));
-                }
+                return Err(FieldErrorKind::ShortRecord {
+                    needed: off + p.len,
+                    actual: record.len(),
+                });
             }
         };
-        let err = |reason| FieldError {
-            field: p.name.clone(),
-            offset: off,
-            reason,
-        };
-        match p.op {
-            Op::Text(enc) => {
-                let space = enc.space();
-                let mut e = bytes.len();
-                while e > 0 && (bytes[e - 1] == space || bytes[e - 1] == 0) {
-                    e -= 1;
-                }
-                let mut s = String::new();
-                enc.decode_into(&bytes[..e], &mut s).map_err(|u| {
-                    err(FieldErrorKind::InvalidText {
-                        at: off + u.valid_up_to(),
-                    })
-                })?;
-                Ok(Value::String(s))
-            }
+        let cell = match p.op {
+            Op::Text(enc) => self.text(enc, bytes, off, text, &mut buf.scratch)?,
             Op::Zoned { sign, signed } => {
-                let (neg, mag) = self.zoned(bytes, off, sign, signed).map_err(err)?;
-                Ok(self.number(p, neg, mag))
+                let (neg, mag) = match self.zoned_fast(bytes, sign, signed) {
+                    Some((neg, mag)) => (neg, u128::from(mag)),
+                    None => self.zoned(bytes, off, sign, signed)?,
+                };
+                number(p, neg, mag)
             }
             Op::Packed { signed } => {
-                let (neg, mag) = packed(bytes, off, signed).map_err(err)?;
-                Ok(self.number(p, neg, mag))
+                let (neg, mag) = match numeric::packed(bytes, signed) {
+                    Some((neg, mag)) => (neg, u128::from(mag)),
+                    None => packed(bytes, off, signed, p.digits)?,
+                };
+                // An even digit count leaves a pad nibble, which must be zero.
+                if mag >= p.limit {
+                    return Err(FieldErrorKind::TooManyDigits { digits: p.digits });
+                }
+                number(p, neg, mag)
             }
             Op::Binary { signed } => {
-                let v: i128 = match (bytes.len(), signed) {
-                    (1, true) => i128::from(bytes[0] as i8),
-                    (1, false) => i128::from(bytes[0]),
-                    (2, true) => i128::from(i16::from_be_bytes([bytes[0], bytes[1]])),
-                    (2, false) => i128::from(u16::from_be_bytes([bytes[0], bytes[1]])),
-                    (4, true) => i128::from(i32::from_be_bytes(bytes.try_into().unwrap())),
-                    (4, false) => i128::from(u32::from_be_bytes(bytes.try_into().unwrap())),
-                    (8, true) => i128::from(i64::from_be_bytes(bytes.try_into().unwrap())),
-                    _ => {
-                        let u = u64::from_be_bytes(bytes.try_into().unwrap());
-                        if p.int && u > i64::MAX as u64 {
-                            return Err(err(FieldErrorKind::Overflow { value: u }));
-                        }
-                        i128::from(u)
-                    }
-                };
-                Ok(if p.int {
-                    Value::Int(v as i64)
+                let mut be = [0u8; 8];
+                be[8 - bytes.len()..].copy_from_slice(bytes);
+                let u = u64::from_be_bytes(be);
+                let v: i128 = if signed {
+                    // Sign-extend from the field's width.
+                    let shift = 64 - 8 * bytes.len() as u32;
+                    i128::from(((u << shift) as i64) >> shift)
                 } else {
-                    Value::Decimal(Decimal::new(v, p.scale))
-                })
+                    if p.int && u > i64::MAX as u64 {
+                        return Err(FieldErrorKind::Overflow { value: u });
+                    }
+                    i128::from(u)
+                };
+                if p.int {
+                    Cell::Int(v as i64)
+                } else {
+                    Cell::Decimal(Decimal::new(v, p.scale))
+                }
+            }
+        };
+        buf.cells.push(cell);
+        Ok(())
+    }
+
+    /// Text trimmed on the right: borrowed from the record when it is UTF-8 as a whole,
+    /// otherwise validated or transcoded into the scratch buffer.
+    #[inline]
+    fn text(
+        &self,
+        enc: Encoding,
+        bytes: &[u8],
+        off: usize,
+        text: Option<&str>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Cell, FieldErrorKind> {
+        let space = enc.space();
+        let mut e = bytes.len();
+        while e > 0 && (bytes[e - 1] == space || bytes[e - 1] == 0) {
+            e -= 1;
+        }
+        let trimmed = &bytes[..e];
+        let start = scratch.len();
+        match enc.code_points() {
+            None => {
+                if let Some(t) = text
+                    && t.is_char_boundary(off)
+                    && t.is_char_boundary(off + e)
+                {
+                    return Ok(Cell::Record(off as u32, (off + e) as u32));
+                }
+                let s = std::str::from_utf8(trimmed).map_err(|u| FieldErrorKind::InvalidText {
+                    at: off + u.valid_up_to(),
+                })?;
+                scratch.extend_from_slice(s.as_bytes());
+            }
+            Some(table) => {
+                scratch.reserve(2 * trimmed.len());
+                for &b in trimmed {
+                    // Code points below U+0100: one UTF-8 byte, or two.
+                    let c = table[usize::from(b)];
+                    if c < 0x80 {
+                        scratch.push(c);
+                    } else {
+                        scratch.push(0xC0 | (c >> 6));
+                        scratch.push(0x80 | (c & 0x3F));
+                    }
+                }
             }
         }
+        Ok(Cell::Scratch(start as u32, scratch.len() as u32))
     }
 
+    /// Zoned decimal of at most 18 digits with valid bytes throughout: (negative, magnitude).
+    /// `None` sends the caller to `zoned`, which finds the error (or reads wider numbers).
     #[inline]
-    fn number(&self, p: &Plan, neg: bool, mag: u128) -> Value {
-        let v = if neg { -(mag as i128) } else { mag as i128 };
-        if p.int {
-            Value::Int(v as i64)
-        } else {
-            Value::Decimal(Decimal::new(v, p.scale))
+    fn zoned_fast(&self, b: &[u8], sign: SignPosition, signed: bool) -> Option<(bool, u64)> {
+        if b.len() > FAST_DIGITS + 1 {
+            return None;
         }
+        let n = b.len();
+        let mut neg = false;
+        let (lead, digits, trail) = if !signed {
+            (None, b, None)
+        } else {
+            match sign {
+                SignPosition::Trailing => (None, &b[..n - 1], Some(b[n - 1])),
+                SignPosition::Leading => (Some(b[0]), &b[1..], None),
+                SignPosition::TrailingSeparate | SignPosition::LeadingSeparate => {
+                    let (s, digits) = if sign == SignPosition::TrailingSeparate {
+                        (b[n - 1], &b[..n - 1])
+                    } else {
+                        (b[0], &b[1..])
+                    };
+                    if s == self.minus {
+                        neg = true;
+                    } else if s != self.plus {
+                        return None;
+                    }
+                    (None, digits, None)
+                }
+            }
+        };
+        let punched = usize::from(lead.is_some() || trail.is_some());
+        if digits.len() + punched > FAST_DIGITS {
+            return None;
+        }
+        let mut punch = |byte: u8| -> Option<u64> {
+            let v = self.punch[usize::from(byte)];
+            if v == INVALID {
+                return None;
+            }
+            neg |= v & NEG != 0;
+            Some(u64::from(v & 0x0F))
+        };
+        let mut acc = match lead {
+            Some(byte) => punch(byte)?,
+            None => 0,
+        };
+        if let Some(byte) = trail {
+            let last = punch(byte)?;
+            acc = numeric::digits(acc, digits, self.zone)? * 10 + last;
+        } else {
+            acc = numeric::digits(acc, digits, self.zone)?;
+        }
+        Some((neg, acc))
     }
 
-    /// Zoned decimal: (negative, magnitude).
-    #[inline]
+    /// Zoned decimal, byte by byte: (negative, magnitude), or the precise error.
     fn zoned(
         &self,
         b: &[u8],
@@ -636,8 +836,6 @@ impl RecordDecoder {
             }
         }
         let mut acc: u128 = 0;
-        let mut small: u64 = 0;
-        let wide = digits.len() > 19;
         for (i, &byte) in digits.iter().enumerate() {
             let d = if Some(i) == punched {
                 let v = self.punch[usize::from(byte)];
@@ -660,23 +858,27 @@ impl RecordDecoder {
                 }
                 v
             };
-            if wide {
-                acc = acc * 10 + u128::from(d);
-            } else {
-                small = small * 10 + u64::from(d);
-            }
+            acc = acc * 10 + u128::from(d);
         }
-        Ok((neg, if wide { acc } else { u128::from(small) }))
+        Ok((neg, acc))
     }
 }
 
-/// Packed decimal: (negative, magnitude).
 #[inline]
-fn packed(b: &[u8], off: usize, signed: bool) -> Result<(bool, u128), FieldErrorKind> {
+fn number(p: &Plan, neg: bool, mag: u128) -> Cell {
+    let v = if neg { -(mag as i128) } else { mag as i128 };
+    if p.int {
+        Cell::Int(v as i64)
+    } else {
+        Cell::Decimal(Decimal::new(v, p.scale))
+    }
+}
+
+/// Packed decimal, byte by byte: (negative, magnitude), or the precise error.
+fn packed(b: &[u8], off: usize, signed: bool, digits: u8) -> Result<(bool, u128), FieldErrorKind> {
     let n = b.len();
+    let too_many = FieldErrorKind::TooManyDigits { digits };
     let mut acc: u128 = 0;
-    let mut small: u64 = 0;
-    let wide = n > 10;
     for (i, &byte) in b.iter().enumerate() {
         let hi = byte >> 4;
         let lo = byte & 0x0F;
@@ -692,16 +894,11 @@ fn packed(b: &[u8], off: usize, signed: bool) -> Result<(bool, u128), FieldError
                 at: off + i,
             });
         }
-        if wide {
-            acc = acc * 10 + u128::from(hi);
-            if i + 1 < n {
-                acc = acc * 10 + u128::from(lo);
-            }
-        } else {
-            small = small * 10 + u64::from(hi);
-            if i + 1 < n {
-                small = small * 10 + u64::from(lo);
-            }
+        // 20 bytes hold 39 digits, one more than an i128 decimal takes.
+        let push = |acc: u128, d: u8| acc.checked_mul(10).map(|a| a + u128::from(d));
+        acc = push(acc, hi).ok_or(too_many.clone())?;
+        if i + 1 < n {
+            acc = push(acc, lo).ok_or(too_many.clone())?;
         }
     }
     let sign = b[n - 1] & 0x0F;
@@ -721,13 +918,14 @@ fn packed(b: &[u8], off: usize, signed: bool) -> Result<(bool, u128), FieldError
             });
         }
     };
-    Ok((neg, if wide { acc } else { u128::from(small) }))
+    Ok((neg, acc))
 }
 
 /// Renders a decoded record as JSON: keys are the column names, OCCURS are arrays, integers
 /// (and decimals without decimal places) are JSON numbers, decimals with an implied decimal
 /// point are strings with exactly that many decimal places (`"-0.71051"`), text is a string,
-/// an inactive REDEFINES alternative is null.
+/// an inactive REDEFINES alternative is null. [`JsonWriter`](super::JsonWriter) writes the
+/// same text without building a `serde_json::Value`.
 pub fn record_to_json(
     columns: &[Column],
     values: &[Value],
@@ -753,3 +951,7 @@ pub fn record_to_json(
         .map(|(c, v)| (c.name.clone(), json(v)))
         .collect()
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

@@ -90,6 +90,15 @@ impl Encoding {
         }
     }
 
+    /// byte -> Unicode code point (all below U+0100) for the single-byte encodings that are
+    /// not ASCII-compatible UTF-8: Latin-1 (identity) and the EBCDIC pages. `None` for ASCII.
+    pub(crate) fn code_points(self) -> Option<&'static [u8; 256]> {
+        match self {
+            Encoding::Latin1 => Some(&LATIN1_IDENTITY),
+            other => other.table(),
+        }
+    }
+
     /// The character a byte stands for (`None` only for bytes >= 0x80 in ASCII/UTF-8, which
     /// are not characters on their own).
     pub fn decode_byte(self, byte: u8) -> Option<char> {
@@ -167,6 +176,16 @@ impl FromStr for Encoding {
         })
     }
 }
+
+static LATIN1_IDENTITY: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 #[rustfmt::skip]
 /// CCSID 037: EBCDIC byte -> Unicode code point (every one in U+0000..U+00FF).

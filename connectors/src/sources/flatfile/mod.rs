@@ -10,11 +10,14 @@
 //!   [`Layout::from_copybook`], [`Layout::from_yaml`], [`Layout::load`] (by file extension).
 //! * [`RecordReader`]: framing over any `std::io::Read` through one large buffer; yields
 //!   [`Record`]s (`offset`, `number`, `data`) borrowed from it; can resume at an offset.
-//! * [`RecordDecoder`]: `columns()` (the event model's [`Column`](crate::event::Column)s) and `decode(record)`.
+//! * [`RecordDecoder`]: `columns()` (the event model's [`Column`](crate::event::Column)s),
+//!   `decode_row(record, &mut RowBuffer)` (the allocation-free hot path: a [`Row`] of
+//!   [`FieldRef`]s borrowed from the record and the buffer) and `decode(record)` (owned values).
 //!   Decimals stay exact ([`Decimal`](crate::event::Decimal)); scale-0 numbers of up to 18
 //!   digits (and binary fields) come out as `Value::Int`; text is trimmed on the right
 //!   (spaces and NULs); an OCCURS field is a `Value::Array` (nested for nested OCCURS).
-//! * [`record_to_json`]: the JSON rendering of a decoded record.
+//! * [`record_to_json`]: the JSON rendering of a decoded record; [`JsonWriter`] writes the
+//!   same text from a [`Row`] straight into a byte buffer.
 //!
 //! # Copybooks
 //!
@@ -77,19 +80,24 @@
 mod copybook;
 mod decode;
 mod encoding;
+mod json;
 mod layout;
+mod numeric;
 mod reader;
+mod row;
 
 pub use decode::{
     DecodeOptions, FieldError, FieldErrorKind, MAX_ODO_TABLES, RecordDecoder, SignConvention,
     record_to_json,
 };
 pub use encoding::Encoding;
+pub use json::JsonWriter;
 pub use layout::{
     Field, FieldKind, Layout, LayoutError, Occurs, RecordSelector, SignPosition, Variant,
     YAML_VARIANT_GROUP,
 };
 pub use reader::{DEFAULT_BUFFER, MAX_LINE, ReadError, Record, RecordFormat, RecordReader};
+pub use row::{FieldRef, Fields, Row, RowBuffer};
 
 mod source;
 pub use source::{FlatFileError, FlatFileSource};

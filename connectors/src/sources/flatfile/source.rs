@@ -7,7 +7,7 @@
 
 use super::{
     DecodeOptions, Encoding, Layout, LayoutError, ReadError, RecordDecoder, RecordFormat,
-    RecordReader, SignConvention,
+    RecordReader, RowBuffer, SignConvention,
 };
 use crate::deadletter::DeadLetter;
 use crate::event::{ChangeEvent, Operation, Position, TableId, TableSchema};
@@ -216,6 +216,7 @@ impl FlatFileSource {
             start.1,
         );
         let mut last = start;
+        let mut row = RowBuffer::new();
         loop {
             let record = match reader.next_record() {
                 Ok(Some(r)) => r,
@@ -261,7 +262,7 @@ impl FlatFileSource {
                 record: record.number,
             };
             let number = record.number;
-            let mut item = match self.decoder.decode(record.data) {
+            let mut item = match self.decoder.decode_row(record.data, &mut row) {
                 Ok(values) => SourceItem::Event(ChangeEvent {
                     source: self.name.clone(),
                     position,
@@ -269,7 +270,7 @@ impl FlatFileSource {
                     schema: self.schema.clone(),
                     op: Operation::Read,
                     before: None,
-                    after: Some(values),
+                    after: Some(values.to_values()),
                     ddl: None,
                 }),
                 Err(e) => SourceItem::Bad(DeadLetter {

@@ -1,0 +1,455 @@
+//! Flat-file decode throughput, against a straightforward Python decoder of the same layout.
+//!
+//! ```text
+//! cargo bench -p syncmesh-connectors --bench flatfile_decode
+//! SYNCMESH_BENCH_BYTES=100000000 cargo bench -p syncmesh-connectors --bench flatfile_decode   # quick
+//! ```
+//!
+//! For each of two layouts (ASCII text and zoned decimals; EBCDIC cp037 with COMP-3) it writes
+//! a file of `SYNCMESH_BENCH_BYTES` bytes (default 1 GiB) of generated records into a temporary
+//! directory, then, one core each pass, reads it back through `RecordReader`:
+//!
+//! * `frame`: framing alone (the I/O floor);
+//! * `decode`: framing and decoding every field (the measured figure);
+//! * `owned`: decoding into owned `Value`s, as pipeline events hold them;
+//! * `json`: decoding and writing JSON lines to a discarded buffer (`syncmesh flatfile decode`);
+//! * `python`: `flatfile_decode.py` (`struct` + `codecs`) on the same file, in the same run
+//!   (`SYNCMESH_BENCH_PY_BYTES` limits it to a prefix of the file).
+//!
+//! Each pass prints MB/s, records/s and the peak RSS of the pass (VmHWM, reset between passes
+//! through /proc/self/clear_refs). The decode pass and Python compute the same checksum (the
+//! sum of all numbers, the count of text characters), which must agree.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use syncmesh_connectors::sources::flatfile::{
+    DecodeOptions, Encoding, FieldKind, FieldRef, JsonWriter, Layout, RecordDecoder, RecordFormat,
+    RecordReader, RowBuffer,
+};
+
+const ASCII_COPYBOOK: &str = "
+       01  TXN-REC.
+           05  ACCOUNT-ID       PIC 9(10).
+           05  BRANCH           PIC X(4).
+           05  CUSTOMER-NAME    PIC X(30).
+           05  TXN-DATE         PIC 9(8).
+           05  AMOUNT           PIC S9(11)V99.
+           05  BALANCE          PIC S9(13)V99.
+           05  CURRENCY         PIC X(3).
+           05  DESCRIPTION      PIC X(20).
+           05  STATUS           PIC X.
+           05  SEQ-NO           PIC 9(6).
+";
+
+const EBCDIC_COPYBOOK: &str = "
+       01  LEDGER-REC.
+           05  ACCOUNT-ID       PIC 9(11) COMP-3.
+           05  CUSTOMER         PIC X(30).
+           05  BRANCH           PIC X(4).
+           05  BALANCE          PIC S9(13)V99 COMP-3.
+           05  AMOUNT           PIC S9(9)V99 COMP-3.
+           05  TXN-DATE         PIC 9(8).
+           05  RATE             PIC S9(3)V9(5) COMP-3.
+           05  TXN-COUNT        PIC S9(4) COMP.
+           05  MEMO             PIC X(20).
+           05  FLAGS            PIC X(3).
+";
+
+/// xorshift64*: reproducible data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const NAMES: &[&str] = &[
+    "ANNA MUELLER",
+    "JOSE GARCIA LOPEZ",
+    "LI WEI",
+    "MARGARET O'BRIEN-SMYTHE",
+    "NGUYEN VAN AN",
+    "OLUWASEUN ADEYEMI",
+    "PRIYA RAMANATHAN IYER",
+    "ZOE",
+];
+const WORDS: &[&str] = &[
+    "RENT",
+    "SALARY",
+    "ATM WITHDRAWAL",
+    "CARD 4411",
+    "FEE",
+    "",
+    "TRANSFER TO SAVINGS",
+];
+
+/// Right-pads (or cuts) `s` to `len` bytes of `enc`.
+fn text(s: &str, len: usize, enc: Encoding) -> Vec<u8> {
+    let mut b = enc.encode(s).expect("generated text is encodable");
+    b.resize(len, enc.space());
+    b
+}
+
+fn zoned(v: i128, digits: usize, signed: bool, enc: Encoding) -> Vec<u8> {
+    let s = format!("{:0digits$}", v.unsigned_abs());
+    let mut b: Vec<u8> = s.bytes().map(|c| enc.digit(c - b'0')).collect();
+    if signed {
+        let last = b.len() - 1;
+        let d = b[last] & 0x0F;
+        b[last] = match (enc.is_ebcdic(), v < 0) {
+            (true, false) => 0xC0 | d,
+            (true, true) => 0xD0 | d,
+            (false, false) => b"{ABCDEFGHI"[usize::from(d)],
+            (false, true) => b"}JKLMNOPQR"[usize::from(d)],
+        };
+    }
+    b
+}
+
+fn packed(v: i128, len: usize, signed: bool) -> Vec<u8> {
+    let digits = format!("{:0w$}", v.unsigned_abs(), w = len * 2 - 1);
+    let mut nibbles: Vec<u8> = digits.bytes().map(|c| c - b'0').collect();
+    nibbles.push(match (signed, v < 0) {
+        (false, _) => 0xF,
+        (true, false) => 0xC,
+        (true, true) => 0xD,
+    });
+    nibbles.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
+}
+
+fn signed_below(rng: &mut Rng, n: u64) -> i128 {
+    let v = i128::from(rng.below(n));
+    if rng.below(4) == 0 { -v } else { v }
+}
+
+fn ascii_record(rng: &mut Rng) -> Vec<u8> {
+    let e = Encoding::Ascii;
+    let mut r = Vec::with_capacity(110);
+    r.extend(zoned(i128::from(rng.below(10_000_000_000)), 10, false, e));
+    r.extend(text(&format!("B{:03}", rng.below(1000)), 4, e));
+    r.extend(text(NAMES[rng.below(NAMES.len() as u64) as usize], 30, e));
+    r.extend(zoned(
+        i128::from(20_000_101 + rng.below(60_000)),
+        8,
+        false,
+        e,
+    ));
+    r.extend(zoned(signed_below(rng, 10_000_000_000), 13, true, e));
+    r.extend(zoned(signed_below(rng, 1_000_000_000_000_000), 15, true, e));
+    r.extend(text(
+        ["EUR", "USD", "GBP", "JPY"][rng.below(4) as usize],
+        3,
+        e,
+    ));
+    r.extend(text(WORDS[rng.below(WORDS.len() as u64) as usize], 20, e));
+    r.extend(text(["A", "D", "F", "C"][rng.below(4) as usize], 1, e));
+    r.extend(zoned(i128::from(rng.below(1_000_000)), 6, false, e));
+    r
+}
+
+fn ebcdic_record(rng: &mut Rng) -> Vec<u8> {
+    let e = Encoding::Cp037;
+    let mut r = Vec::with_capacity(92);
+    r.extend(packed(i128::from(rng.below(100_000_000_000)), 6, false));
+    r.extend(text(NAMES[rng.below(NAMES.len() as u64) as usize], 30, e));
+    r.extend(text(&format!("B{:03}", rng.below(1000)), 4, e));
+    r.extend(packed(signed_below(rng, 1_000_000_000_000_000), 8, true));
+    r.extend(packed(signed_below(rng, 100_000_000_000), 6, true));
+    r.extend(zoned(
+        i128::from(20_000_101 + rng.below(60_000)),
+        8,
+        false,
+        e,
+    ));
+    r.extend(packed(signed_below(rng, 100_000_000), 5, true));
+    r.extend((rng.below(20_000) as i16 - 10_000).to_be_bytes());
+    r.extend(text(WORDS[rng.below(WORDS.len() as u64) as usize], 20, e));
+    r.extend(text(["ÄBC", "X¢Y", "   "][rng.below(3) as usize], 3, e));
+    r
+}
+
+/// Writes about `bytes` bytes of records, cycling through a pool of distinct records.
+fn generate(path: &Path, bytes: u64, make: fn(&mut Rng) -> Vec<u8>) -> u64 {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let pool: Vec<Vec<u8>> = (0..65_536).map(|_| make(&mut rng)).collect();
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
+    let mut written = 0u64;
+    let mut i = 0usize;
+    while written < bytes {
+        let r = &pool[i % pool.len()];
+        out.write_all(r).expect("write");
+        written += r.len() as u64;
+        i += 1;
+    }
+    out.flush().expect("flush");
+    written
+}
+
+fn reset_peak_rss() {
+    // "5" resets the peak resident set size (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+struct Checksum {
+    numbers: u64,
+    text_chars: u64,
+}
+
+impl Checksum {
+    fn add(&mut self, v: FieldRef<'_>) {
+        match v {
+            FieldRef::Int(i) => self.numbers = self.numbers.wrapping_add(i as u64),
+            FieldRef::Decimal(d) => self.numbers = self.numbers.wrapping_add(d.unscaled as u64),
+            FieldRef::Text(s) => self.text_chars += s.chars().count() as u64,
+            FieldRef::Array(items) => items.for_each(|i| self.add(i)),
+            FieldRef::Null => {}
+        }
+    }
+}
+
+struct Pass {
+    name: &'static str,
+    bytes: u64,
+    records: u64,
+    seconds: f64,
+    peak_mb: f64,
+}
+
+impl Pass {
+    fn mb_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds
+    }
+    fn print(&self, baseline: Option<f64>) {
+        let ratio = baseline.map_or(String::new(), |b| {
+            format!("  {:>6.1}x python", self.mb_s() / b)
+        });
+        println!(
+            "  {:<7} {:>9.1} MB/s  {:>6.2} M records/s  peak RSS {:>6.1} MB{ratio}",
+            self.name,
+            self.mb_s(),
+            self.records as f64 / 1e6 / self.seconds,
+            self.peak_mb,
+        );
+    }
+}
+
+/// Reads the whole file through the framing layer, calling `each` on every record.
+fn pass(
+    name: &'static str,
+    path: &Path,
+    record_length: usize,
+    mut each: impl FnMut(&[u8]),
+) -> Pass {
+    reset_peak_rss();
+    let file = std::fs::File::open(path).expect("open");
+    let start = Instant::now();
+    let mut reader = RecordReader::new(file, RecordFormat::Fixed, record_length);
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    while let Some(r) = reader.next_record().expect("framing") {
+        each(r.data);
+        records += 1;
+        bytes += r.data.len() as u64;
+    }
+    Pass {
+        name,
+        bytes,
+        records,
+        seconds: start.elapsed().as_secs_f64(),
+        peak_mb: peak_rss_mb(),
+    }
+}
+
+/// The layout as the Python baseline reads it.
+fn python_layout(layout: &Layout, encoding: Encoding) -> serde_json::Value {
+    let fields: Vec<_> = layout
+        .fields
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name, "offset": f.offset, "length": f.length, "scale": f.scale,
+                "signed": f.signed,
+                "type": match f.kind {
+                    FieldKind::Text => "text",
+                    FieldKind::Zoned { .. } => "zoned",
+                    FieldKind::Packed => "packed",
+                    FieldKind::Binary => "binary",
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "encoding": encoding.name(), "record_length": layout.record_length, "fields": fields,
+    })
+}
+
+fn run_case(
+    dir: &Path,
+    title: &str,
+    copybook: &str,
+    encoding: Encoding,
+    make: fn(&mut Rng) -> Vec<u8>,
+    size: u64,
+    python_limit: Option<u64>,
+) {
+    let layout = Layout::from_copybook(copybook).expect("layout");
+    let options = DecodeOptions {
+        encoding,
+        ..DecodeOptions::default()
+    };
+    let decoder = RecordDecoder::new(&layout, options).expect("decoder");
+    let path = dir.join(format!("{}.dat", encoding.name()));
+    let written = generate(&path, size, make);
+    println!(
+        "{title}: {} bytes a record, {:.0} MB file",
+        layout.record_length,
+        written as f64 / 1e6
+    );
+    let n = layout.record_length;
+
+    let frame = pass("frame", &path, n, |r| {
+        std::hint::black_box(r);
+    });
+    frame.print(None);
+
+    // Checksum of the prefix Python reads, to compare.
+    let py_records = python_limit.map_or(u64::MAX, |b| b / n as u64);
+    let mut sum = Checksum::default();
+    let mut prefix_sum = Checksum::default();
+    let mut seen = 0u64;
+    let mut buf = RowBuffer::new();
+    let decode = pass("decode", &path, n, |r| {
+        let row = decoder.decode_row(r, &mut buf).expect("decode");
+        row.fields().for_each(|v| sum.add(v));
+        seen += 1;
+        if seen == py_records {
+            prefix_sum = sum;
+        }
+    });
+    if seen < py_records {
+        prefix_sum = sum;
+    }
+
+    let mut owned_rows = 0usize;
+    let owned = pass("owned", &path, n, |r| {
+        owned_rows += decoder
+            .decode_row(r, &mut buf)
+            .expect("decode")
+            .to_values()
+            .len();
+    });
+
+    let writer = JsonWriter::new(&decoder.columns());
+    let mut json_bytes = 0usize;
+    let mut out = Vec::with_capacity(1 << 17);
+    let json = pass("json", &path, n, |r| {
+        let row = decoder.decode_row(r, &mut buf).expect("decode");
+        writer.write(&row, &mut out);
+        out.push(b'\n');
+        if out.len() >= 1 << 16 {
+            json_bytes += out.len();
+            std::hint::black_box(&out);
+            out.clear();
+        }
+    });
+    json_bytes += out.len();
+
+    let spec = dir.join(format!("{}.json", encoding.name()));
+    std::fs::write(&spec, python_layout(&layout, encoding).to_string()).expect("layout json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/flatfile_decode.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg(&spec).arg(&path);
+    if let Some(limit) = python_limit {
+        cmd.arg(limit.to_string());
+    }
+    let out = cmd.output().expect("run python3");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).expect("python output");
+    let python = Pass {
+        name: "python",
+        bytes: py["bytes"].as_u64().unwrap_or(0),
+        records: py["records"].as_u64().unwrap_or(0),
+        seconds: py["seconds"].as_f64().unwrap_or(f64::NAN),
+        peak_mb: f64::NAN,
+    };
+    let py_sum = Checksum {
+        numbers: py["checksum"].as_u64().unwrap_or(0),
+        text_chars: py["text_chars"].as_u64().unwrap_or(0),
+    };
+    let base = python.mb_s();
+    decode.print(Some(base));
+    owned.print(Some(base));
+    json.print(Some(base));
+    python.print(Some(base));
+    println!(
+        "  checksums {} (rust {prefix_sum:?}, python {py_sum:?} over {} records); {json_bytes} JSON bytes; {owned_rows} values",
+        if prefix_sum == py_sum {
+            "agree"
+        } else {
+            "DIFFER"
+        },
+        python.records
+    );
+    assert_eq!(
+        prefix_sum, py_sum,
+        "Rust and Python decoded different values"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; take no other arguments.
+    let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let size = env_u64("SYNCMESH_BENCH_BYTES").unwrap_or(1 << 30);
+    let python_limit = env_u64("SYNCMESH_BENCH_PY_BYTES");
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!(
+        "flatfile_decode: {} MB per layout, 1 thread; python on {}",
+        size / 1_000_000,
+        python_limit.map_or("the whole file".to_string(), |b| format!(
+            "the first {} MB",
+            b / 1_000_000
+        ))
+    );
+    run_case(
+        dir.path(),
+        "ASCII text + zoned",
+        ASCII_COPYBOOK,
+        Encoding::Ascii,
+        ascii_record,
+        size,
+        python_limit,
+    );
+    run_case(
+        dir.path(),
+        "EBCDIC cp037 + COMP-3",
+        EBCDIC_COPYBOOK,
+        Encoding::Cp037,
+        ebcdic_record,
+        size,
+        python_limit,
+    );
+}
