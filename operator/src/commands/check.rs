@@ -135,6 +135,8 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
                 Failure::failed(e)
             }
         })?;
+        let mut report = report;
+        report.table = job.name.clone();
         reports.push(report);
     }
 
@@ -262,7 +264,12 @@ fn manifest_jobs(path: &Path, only: Option<&str>) -> Result<(String, Vec<Job>, u
             Job {
                 name: t.clone(),
                 source_url: source_url.clone(),
-                source_table: TableName::with_schema(id.schema.clone(), id.table.clone()),
+                // A SQLite file has no schemas: the table is looked up by its name alone.
+                source_table: if source_url.starts_with("sqlite:") {
+                    TableName::new(id.table.clone())
+                } else {
+                    TableName::with_schema(id.schema.clone(), id.table.clone())
+                },
                 sink_url: sink_url.clone(),
                 sink_table: naming.target_for(&id),
             }
