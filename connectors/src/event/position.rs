@@ -15,6 +15,17 @@ pub struct PartitionResume {
     pub watermark: u64,
 }
 
+/// Progress of a chunked snapshot: the table being read (`None` once every table is done)
+/// and the primary key of the last row delivered from it, as key texts (`Value::key_text`;
+/// empty: from the start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SnapshotCursor {
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
 /// Where in its source an event was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -30,7 +41,7 @@ pub enum Position {
         commit_scn: u64,
         thread: u16,
         resume_scn: u64,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "thread_map")]
         committed: BTreeMap<u16, u64>,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         xid: String,
@@ -52,6 +63,9 @@ pub enum Position {
         index: u32,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         offsets: BTreeMap<String, PartitionResume>,
+        /// How far the initial snapshot had got when this event was emitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<SnapshotCursor>,
     },
     /// A flat file: its id (the name relative to the source root), the byte offset and length
     /// of the record, and the 1-based record number. Resuming reads from `offset + length`.
@@ -63,6 +77,20 @@ pub enum Position {
     },
 }
 
+/// Thread numbers are map keys, which JSON writes as strings; inside an internally tagged
+/// enum serde hands them over as strings too, so they are parsed here.
+fn thread_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, u64>, D::Error> {
+    let raw = BTreeMap::<String, u64>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.trim()
+                .parse::<u16>()
+                .map(|k| (k, v))
+                .map_err(|_| serde::de::Error::custom(format!("`{k}` is not a redo thread number")))
+        })
+        .collect()
+}
+
 impl Position {
     /// A TiDB position with no Kafka offsets (a snapshot read, or tests).
     pub fn tidb(commit_ts: u64, index: u32) -> Self {
@@ -70,6 +98,7 @@ impl Position {
             commit_ts,
             index,
             offsets: BTreeMap::new(),
+            snapshot: None,
         }
     }
 
@@ -221,6 +250,15 @@ mod tests {
             xid: xid.into(),
             index,
         }
+    }
+
+    #[test]
+    fn oracle_positions_survive_a_json_round_trip() {
+        let p = oracle(100, 2, "0B", 3, &[(1, 90), (2, 100)]);
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Position>(&text).unwrap(), p);
+        let value = serde_json::to_value(&p).unwrap();
+        assert_eq!(serde_json::from_value::<Position>(value).unwrap(), p);
     }
 
     #[test]

@@ -209,29 +209,26 @@ pub fn select_logs(logs: &[LogFile], from: u64, to: u64) -> Result<Vec<LogFile>,
     }
     let mut chosen = Vec::new();
     for (thread, seqs) in by_thread {
+        // Logs listed from `from` on: the earliest must reach back to it, unless it is the
+        // thread's first log ever (a thread enabled later).
+        if let Some(earliest) = seqs.values().next()
+            && earliest.first_scn > from
+            && earliest.sequence > 1
+        {
+            return Err(MinerError::LogGap {
+                thread,
+                from,
+                to: earliest.first_scn - 1,
+                detail: format!(
+                    "the oldest log still listed is sequence {} starting at SCN {}",
+                    earliest.sequence, earliest.first_scn
+                ),
+            });
+        }
         let relevant: Vec<&LogFile> = seqs
             .values()
             .filter(|l| l.next_scn > from && l.first_scn <= to)
             .collect();
-        let Some(first) = relevant.first() else {
-            // No log of this thread overlaps the window: the thread was idle or is newer.
-            continue;
-        };
-        if first.first_scn > from {
-            // Either an earlier sequence was removed, or this thread's history starts later.
-            let earlier_exists = seqs.values().any(|l| l.sequence < first.sequence);
-            if first.sequence > 1 || earlier_exists {
-                return Err(MinerError::LogGap {
-                    thread,
-                    from,
-                    to: first.first_scn - 1,
-                    detail: format!(
-                        "the oldest log still listed is sequence {} starting at SCN {}",
-                        first.sequence, first.first_scn
-                    ),
-                });
-            }
-        }
         for pair in relevant.windows(2) {
             if pair[1].sequence != pair[0].sequence + 1 {
                 return Err(MinerError::LogGap {

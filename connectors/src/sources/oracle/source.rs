@@ -311,3 +311,247 @@ impl Source for OracleSource {
         self.mine(resume, &mut out, &mut stop).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ChangeEvent, Value};
+    use crate::sources::oracle::recorded::RecordedSession;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/oracle")
+            .join(name)
+    }
+
+    fn config() -> OracleSourceConfig {
+        OracleSourceConfig {
+            filter: TableFilter::new(&["BANK.ACCOUNTS".into()], &[]).unwrap(),
+            miner: MinerConfig {
+                window_min: 4,
+                window_max: 64,
+                window_initial: 8,
+                retry_backoff: Duration::from_millis(1),
+                ..Default::default()
+            },
+            buffer: BufferConfig::default(),
+            start_scn: Some(1000),
+            poll_interval: Duration::from_millis(5),
+        }
+    }
+
+    struct Run {
+        events: Vec<ChangeEvent>,
+        error: Option<String>,
+        calls: Vec<String>,
+    }
+
+    /// Whether the source has mined through SCN 1040 (the recording's last current SCN) and
+    /// flushed: two current-SCN polls after the last window's contents query.
+    fn caught_up(calls: &[String]) -> bool {
+        calls
+            .iter()
+            .rposition(|c| c.starts_with("contents ") && c.ends_with("endscn=1040"))
+            .is_some_and(|i| calls[i..].iter().filter(|c| *c == "current_scn").count() >= 2)
+    }
+
+    /// Runs the source on a recorded session until it has mined everything and pushed its
+    /// events, then stops it; with `expect_end`, waits for it to end by itself (an error).
+    async fn run(session: &str, resume: Option<Position>, expect_end: bool) -> Run {
+        let recorded = RecordedSession::load(&fixture(session)).unwrap();
+        let handle = recorded.clone();
+        let connect: Connect = Arc::new(move || {
+            let s = recorded.clone();
+            Box::pin(async move { Ok(Box::new(s) as Box<dyn OracleSession>) })
+        });
+        let source = OracleSource::new("ora", "p", config(), connect);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (stop_tx, stop) = StopSignal::new();
+        let progress = SourceProgress {
+            position: resume,
+            ..Default::default()
+        };
+        let mut task = tokio::spawn(Box::new(source).run(progress, Emitter::new(0, tx), stop));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut finished = None;
+        while !expect_end && !caught_up(&handle.calls()) {
+            tokio::select! {
+                r = &mut task => { finished = Some(r); break; }
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the source did not catch up"
+            );
+        }
+        let _ = stop_tx.send(!expect_end);
+        let result = match finished {
+            Some(r) => r.unwrap(),
+            None => tokio::time::timeout_at(deadline, task)
+                .await
+                .expect("the source ends")
+                .unwrap(),
+        };
+        let mut events = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            for item in batch.items {
+                if let SourceItem::Event(e) = item {
+                    events.push(e);
+                }
+            }
+        }
+        Run {
+            events,
+            error: result.err().map(|e| e.to_string()),
+            calls: handle.calls(),
+        }
+    }
+
+    fn key(e: &ChangeEvent) -> (String, u32, String, String) {
+        let (xid, index) = match &e.position {
+            Position::Oracle { xid, index, .. } => (xid.clone(), *index),
+            _ => panic!("not an Oracle position"),
+        };
+        (
+            xid,
+            index,
+            e.op.name().to_string(),
+            format!("{:?}/{:?}", e.before, e.after),
+        )
+    }
+
+    #[tokio::test]
+    async fn mines_the_recorded_session_in_commit_order_with_typed_values() {
+        let r = run("session_basic.yaml", None, false).await;
+        assert_eq!(r.error, None);
+        let ops: Vec<(String, u32, String)> = r
+            .events
+            .iter()
+            .map(|e| {
+                let (x, i, op, _) = key(e);
+                (x, i, op)
+            })
+            .collect();
+        let o = |x: &str, i, op: &str| (x.to_string(), i, op.to_string());
+        assert_eq!(
+            ops,
+            [
+                o("0A001B00C4010000", 0, "insert"),
+                o("0A001B00C4010000", 1, "update"),
+                o("0D000100F0040000", 0, "ddl"),
+                o("0C000900E1030000", 0, "insert"),
+                o("0C000900E1030000", 1, "insert"),
+                o("0E000200A1050000", 0, "delete"),
+                o("0F000300B2060000", 0, "update"),
+            ]
+        );
+        let first = &r.events[0];
+        let after = first.after.as_ref().unwrap();
+        assert_eq!(
+            after[0],
+            Value::Int(1001),
+            "NUMBER(10,0) from the dictionary"
+        );
+        assert_eq!(after[9].to_json(), "1500.25");
+        assert_eq!(first.schema.primary_key, vec![0]);
+        assert_eq!(first.key_text(), "1001");
+        // The DDL re-reads the dictionary: version 2 carries TIER.
+        assert_eq!(r.events[2].schema.version, 2);
+        assert!(r.events[2].schema.column_index("TIER").is_some());
+        match &r.events[6].position {
+            Position::Oracle {
+                thread, committed, ..
+            } => {
+                assert_eq!(*thread, 2);
+                assert_eq!(committed.get(&1), Some(&1031));
+                assert_eq!(committed.get(&2), Some(&1031));
+            }
+            p => panic!("{p:?}"),
+        }
+        // ORA-01291 on the first START_LOGMNR: logs listed again and the start retried.
+        let starts: Vec<&String> = r
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("start_logmnr"))
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                "start_logmnr startscn=1000 endscn=1007",
+                "start_logmnr startscn=1000 endscn=1007",
+                // Behind the current SCN (1012, then 1040): the window doubles, never past it.
+                "start_logmnr startscn=1008 endscn=1023",
+                "start_logmnr startscn=1024 endscn=1040",
+            ]
+        );
+        assert!(
+            r.calls
+                .iter()
+                .any(|c| c == "add_logfile name=/u01/arch/1_41_1122334455.arc")
+        );
+        assert!(
+            r.calls.iter().any(|c| c == "nls"),
+            "NLS formats set before mining"
+        );
+    }
+
+    #[tokio::test]
+    async fn restart_from_any_persisted_position_emits_nothing_twice_and_misses_nothing() {
+        let full = run("session_basic.yaml", None, false).await;
+        assert_eq!(full.events.len(), 7);
+        for k in 0..full.events.len() {
+            // The runtime persisted the position of event k; the process stopped.
+            let persisted: Position =
+                serde_json::from_value(serde_json::to_value(&full.events[k].position).unwrap())
+                    .unwrap();
+            let rest = run("session_basic.yaml", Some(persisted.clone()), false).await;
+            assert_eq!(rest.error, None);
+            let mut joined: Vec<_> = full.events[..=k].iter().map(key).collect();
+            joined.extend(rest.events.iter().map(key));
+            let want: Vec<_> = full.events.iter().map(key).collect();
+            assert_eq!(joined, want, "restart after event {k} ({persisted})");
+            if let Position::Oracle { resume_scn, .. } = persisted {
+                let first_start = rest.calls.iter().find(|c| c.starts_with("start_logmnr"));
+                assert_eq!(
+                    first_start.map(String::as_str),
+                    Some(
+                        format!(
+                            "start_logmnr startscn={resume_scn} endscn={}",
+                            if resume_scn <= 1012 {
+                                (resume_scn + 7).min(1012)
+                            } else {
+                                resume_scn + 7
+                            }
+                        )
+                        .as_str()
+                    ),
+                    "mining restarts at the resume SCN (current SCN: 1012, then 1040)"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_gap_stops_the_source_naming_the_missing_scn_range() {
+        let full = run("session_basic.yaml", None, false).await;
+        // Resume inside T1 (started at SCN 1000): its redo on thread 1 is gone.
+        let r = run(
+            "session_gap.yaml",
+            Some(full.events[0].position.clone()),
+            true,
+        )
+        .await;
+        let error = r.error.expect("the source fails");
+        assert!(error.contains("log gap on redo thread 1"), "{error}");
+        assert!(
+            error.contains("SCN 1000..1014 is no longer available"),
+            "{error}"
+        );
+        assert!(
+            error.contains("RESTORE ARCHIVELOG FROM SCN 1000 UNTIL SCN 1014 THREAD 1"),
+            "{error}"
+        );
+        assert!(r.events.is_empty());
+    }
+}
