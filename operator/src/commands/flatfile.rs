@@ -6,9 +6,12 @@ use anyhow::Context;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use syncmesh_connectors::sources::flatfile::{
-    DecodeOptions, Encoding, Layout, RecordDecoder, RecordFormat, RecordReader, SignConvention,
-    record_to_json,
+    DecodeOptions, Encoding, JsonWriter, Layout, RecordDecoder, RecordFormat, RecordReader,
+    RowBuffer, SignConvention,
 };
+
+/// Output is handed to stdout in blocks of about this many bytes.
+const OUTPUT_BLOCK: usize = 1 << 16;
 
 #[derive(clap::Subcommand)]
 pub enum FlatfileCommand {
@@ -67,7 +70,7 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
         _ => RecordFormat::Fixed,
     };
     let decoder = RecordDecoder::new(&layout, options).map_err(Failure::bad_input)?;
-    let columns = decoder.columns();
+    let json = JsonWriter::new(&decoder.columns());
     let file = std::fs::File::open(&args.input)
         .with_context(|| format!("cannot open {}", args.input.display()))
         .map_err(Failure::bad_input)?;
@@ -79,21 +82,29 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
         )),
         None => None,
     };
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = std::io::stdout().lock();
     let mut reader = RecordReader::new(file, format, layout.record_length);
     let input = args.input.display().to_string();
-    let mut values = Vec::with_capacity(columns.len());
+    let mut row = RowBuffer::new();
+    // JSON lines are built here and written in blocks: no per-record value tree or syscall.
+    let mut block = Vec::with_capacity(2 * OUTPUT_BLOCK);
     loop {
         let record = match reader.next_record() {
             Ok(Some(r)) => r,
             Ok(None) => break,
-            Err(e) => return Err(Failure::bad_input(anyhow::anyhow!("{input}: {e}"))),
+            Err(e) => {
+                let _ = out.write_all(&block).and_then(|()| out.flush());
+                return Err(Failure::bad_input(anyhow::anyhow!("{input}: {e}")));
+            }
         };
-        match decoder.decode_into(record.data, &mut values) {
-            Ok(()) => {
-                let line = serde_json::Value::Object(record_to_json(&columns, &values));
-                writeln!(out, "{line}").map_err(Failure::failed)?;
+        match decoder.decode_row(record.data, &mut row) {
+            Ok(values) => {
+                json.write(&values, &mut block);
+                block.push(b'\n');
+                if block.len() >= OUTPUT_BLOCK {
+                    out.write_all(&block).map_err(Failure::failed)?;
+                    block.clear();
+                }
             }
             Err(e) => {
                 let reason = format!(
@@ -102,7 +113,7 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
                 );
                 match dead.as_mut() {
                     None => {
-                        let _ = out.flush();
+                        let _ = out.write_all(&block).and_then(|()| out.flush());
                         return Err(Failure::bad_input(anyhow::anyhow!(reason)));
                     }
                     Some(d) => {
@@ -116,7 +127,9 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
             }
         }
     }
-    out.flush().map_err(Failure::failed)?;
+    out.write_all(&block)
+        .and_then(|()| out.flush())
+        .map_err(Failure::failed)?;
     if let Some(mut d) = dead {
         d.flush().map_err(Failure::failed)?;
     }
