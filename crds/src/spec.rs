@@ -121,6 +121,39 @@ pub struct TidbSource {
     /// in files or environment the worker mounts, not here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// The initial load over the MySQL protocol, handed off to the changefeed without a lock
+    /// (DBLog watermarks). Omit it when the sink already holds the tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<TidbSnapshotSpec>,
+}
+
+/// A chunked, resumable snapshot of tables read over the MySQL protocol (TiDB, MySQL, MariaDB).
+/// Each chunk is read between a low and a high watermark written to `watermarkTable`, which
+/// the changefeed must capture; a chunk row changed by the stream inside that window is
+/// dropped in favour of the change.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TidbSnapshotSpec {
+    /// `mysql://user:password@host:port/` of the upstream. Prefer `passwordEnv` to a password
+    /// written here.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// The name of an environment variable holding the password (from a Secret on Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The tables to load, as `schema.table`, in this order.
+    #[schemars(length(min = 1))]
+    pub tables: Vec<String>,
+    /// Rows per chunk.
+    #[serde(default = "default_chunk_size")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub chunk_size: u32,
+    /// The watermark table, `schema.table`; created if missing. The changefeed must include it.
+    pub watermark_table: String,
+}
+
+fn default_chunk_size() -> u32 {
+    1000
 }
 
 /// TiCDC's message protocols this source reads.
@@ -140,8 +173,14 @@ pub enum TicdcProtocol {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlatFileSource {
     /// A file, or a directory whose matching files are read in name order. Relative paths are
-    /// relative to the manifest's directory when run with `syncmesh run`.
+    /// relative to the manifest's directory when run with `syncmesh run`. Also a URL:
+    /// `file:///abs/dir`, or `s3://bucket/prefix/` for the objects directly under the prefix
+    /// (read with ranged GETs; credentials from the environment, `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`).
     pub path: String,
+    /// S3 connection settings for an `s3://` path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
     /// A glob on file names inside `path` when it is a directory, e.g. `*.dat`.
     #[serde(default = "default_pattern")]
     pub pattern: String,
@@ -329,10 +368,126 @@ pub struct SinkSpec {
     /// name without the schema.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tables: BTreeMap<String, String>,
+    /// The circuit breaker of each sink table: when writes get slow or checks keep failing,
+    /// writes go to `<table>_shadow` and the table is left alone (docs/breaker.md).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub breaker: BreakerSpec,
+    /// Shadow tables: how they are filled, and whether to promote them without asking.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub shadow: ShadowSpec,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Thresholds of the sink tables' circuit breakers. Changing them takes effect at once for
+/// every table (the set is swapped whole).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Watch write latency and check results, and divert writes when tripped.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Trip when the p99 write latency over the window exceeds this many milliseconds.
+    #[serde(default = "default_breaker_threshold_ms")]
+    #[schemars(range(min = 1))]
+    pub latency_threshold_ms: u64,
+    /// Seconds of writes the p99 is computed over.
+    #[serde(default = "default_breaker_window")]
+    #[schemars(range(min = 1))]
+    pub window_seconds: u64,
+    /// Writes the window must hold before its p99 is judged.
+    #[serde(default = "default_breaker_min_samples")]
+    #[schemars(range(min = 1))]
+    pub min_samples: u32,
+    /// The newest writes the window keeps at most.
+    #[serde(default = "default_breaker_max_samples")]
+    #[schemars(range(min = 1))]
+    pub max_samples: u32,
+    /// Trip after this many consecutive failed consistency checks.
+    #[serde(default = "default_breaker_failed_checks")]
+    #[schemars(range(min = 1))]
+    pub failed_checks: u32,
+    /// Seconds an open breaker waits before probing the table again. A breaker opened by
+    /// failed checks waits for a passing check instead.
+    #[serde(default = "default_breaker_cool_down")]
+    pub cool_down_seconds: u64,
+    /// Consecutive healthy probe writes (replays of diverted events) that close the breaker.
+    #[serde(default = "default_breaker_probes")]
+    #[schemars(range(min = 1))]
+    pub probes_to_close: u32,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            latency_threshold_ms: default_breaker_threshold_ms(),
+            window_seconds: default_breaker_window(),
+            min_samples: default_breaker_min_samples(),
+            max_samples: default_breaker_max_samples(),
+            failed_checks: default_breaker_failed_checks(),
+            cool_down_seconds: default_breaker_cool_down(),
+            probes_to_close: default_breaker_probes(),
+        }
+    }
+}
+
+fn default_breaker_threshold_ms() -> u64 {
+    500
+}
+
+fn default_breaker_window() -> u64 {
+    60
+}
+
+fn default_breaker_min_samples() -> u32 {
+    5
+}
+
+fn default_breaker_max_samples() -> u32 {
+    1000
+}
+
+fn default_breaker_failed_checks() -> u32 {
+    3
+}
+
+fn default_breaker_cool_down() -> u64 {
+    30
+}
+
+fn default_breaker_probes() -> u32 {
+    3
+}
+
+/// Shadow tables (`<table>_shadow`, created like the table).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// Copy the table's rows into a new shadow, so that the shadow is complete and can be
+    /// promoted.
+    #[serde(default = "default_true")]
+    pub seed: bool,
+    /// A human's confirmation, given in advance: promote the shadow of a table as soon as its
+    /// breaker opens. The swap is atomic and the previous table is kept as `<table>_old`
+    /// until `syncmesh shadow release` (or `rollback` puts it back).
+    #[serde(default)]
+    pub promote: bool,
+}
+
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            seed: true,
+            promote: false,
+        }
+    }
 }
 
 /// The dead-letter destination.

@@ -36,6 +36,7 @@ pub mod prometheus;
 pub mod s3;
 pub mod services;
 pub mod sql;
+pub mod ticdc;
 
 pub use kafka::{CommittedRecord, committed_records};
 

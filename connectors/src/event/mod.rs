@@ -6,7 +6,7 @@ mod position;
 mod value;
 
 pub use debezium::to_debezium_json;
-pub use position::{PartitionResume, Position};
+pub use position::{PartitionResume, Position, SnapshotCursor};
 pub(crate) use value::base64_encode as base64;
 pub use value::{Decimal, DecimalError, Value};
 

@@ -10,9 +10,10 @@ use super::merge::{Merger, Released};
 use super::message::{DecodeError, Message, RowChange};
 use super::metrics::{TidbMetrics, tso_physical_ms};
 use super::schemas::Schemas;
+use super::snapshot::{SnapshotError, Snapshotter, Window};
 use super::{canal, debezium};
 use crate::deadletter::DeadLetter;
-use crate::event::{ChangeEvent, Operation, Transaction};
+use crate::event::{ChangeEvent, Operation, Position, SnapshotCursor, TableId, Transaction};
 use crate::runtime::{Emitter, Source, SourceError, SourceItem, SourceProgress, StopSignal};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rdkafka::ClientConfig;
@@ -32,6 +33,8 @@ pub enum TidbError {
         source_name: String,
         error: rdkafka::error::KafkaError,
     },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error("source `{source_name}`: topic `{topic}`: {reason}")]
     Topic {
         source_name: String,
@@ -44,6 +47,8 @@ pub struct ChangefeedSource {
     name: Arc<str>,
     pipeline: String,
     spec: crd::TidbSource,
+    /// The spec's field path, for errors found at run time.
+    at: String,
     tables: Option<GlobSet>,
     metrics: Option<TidbMetrics>,
 }
@@ -75,6 +80,7 @@ impl ChangefeedSource {
             name: name.into(),
             pipeline: pipeline.to_string(),
             spec: spec.clone(),
+            at: at.to_string(),
             tables,
             metrics: None,
         })
@@ -146,6 +152,16 @@ impl ChangefeedSource {
         Ok(out)
     }
 
+    /// Exports how far the snapshot has got (chunks left is unknown up front: 1 while a
+    /// chunk is open, 0 when done).
+    fn report_chunks(&self, window: &Option<Window>, _s: &Snapshotter) {
+        if let Some(m) = &self.metrics {
+            m.snapshot_chunks_remaining
+                .with_label_values(&[self.pipeline.as_str(), &*self.name])
+                .set(i64::from(window.is_some()));
+        }
+    }
+
     fn decode(&self, key: Option<&[u8]>, payload: &[u8]) -> Result<Message, DecodeError> {
         match self.spec.protocol {
             crd::TicdcProtocol::CanalJson => canal::decode(payload),
@@ -154,14 +170,17 @@ impl ChangefeedSource {
     }
 
     /// Drops rows and DDL of tables the source does not take (watermarks always pass).
-    fn keep(&self, message: Message) -> Message {
+    /// The snapshot's watermark table always passes.
+    fn keep(&self, message: Message, watermarks: &Option<TableId>) -> Message {
         let Some(set) = &self.tables else {
             return message;
         };
         match message {
             Message::Rows(rows) => Message::Rows(
                 rows.into_iter()
-                    .filter(|r| set.is_match(r.table.to_string()))
+                    .filter(|r| {
+                        set.is_match(r.table.to_string()) || Some(&r.table) == watermarks.as_ref()
+                    })
                     .collect(),
             ),
             Message::Ddl(d) if !set.is_match(d.table.to_string()) => Message::Rows(Vec::new()),
@@ -225,6 +244,23 @@ fn event_of(source: &Arc<str>, schemas: &mut Schemas, released: Released) -> (Ch
     }
 }
 
+/// Attaches the snapshot cursor to a TiDB position.
+fn with_cursor(mut position: Position, cursor: &Option<SnapshotCursor>) -> Position {
+    if let Position::Tidb { snapshot, .. } = &mut position {
+        snapshot.clone_from(cursor);
+    }
+    position
+}
+
+/// The `mark` column of a watermark-table row change.
+fn mark_of(row: &RowChange) -> Option<&str> {
+    let i = row.columns.iter().position(|c| c.name == "mark")?;
+    match row.after.as_ref()?.get(i)? {
+        crate::event::Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
 #[async_trait::async_trait]
 impl Source for ChangefeedSource {
     fn name(&self) -> &str {
@@ -253,6 +289,35 @@ impl Source for ChangefeedSource {
 
         let mut schemas = Schemas::default();
         let labels = [self.pipeline.as_str(), &*self.name];
+
+        // The initial snapshot: where it stands, and the chunk window open now.
+        let mut snapshotter = match &self.spec.snapshot {
+            Some(spec) => Some(
+                Snapshotter::connect(spec, format!("{}/{}", self.pipeline, self.name), &self.at)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut cursor: Option<SnapshotCursor> = match (&snapshotter, &resume.position) {
+            (None, _) => None,
+            (
+                Some(_),
+                Some(Position::Tidb {
+                    snapshot: Some(c), ..
+                }),
+            ) => Some(c.clone()),
+            (Some(s), _) => Some(s.start()),
+        };
+        let mut window = None;
+        if let (Some(s), Some(c)) = (snapshotter.as_mut(), &cursor) {
+            for t in s.tables().to_vec() {
+                schemas.seed(s.schema(&t).await?);
+            }
+            window = s.open(c).await?;
+            self.report_chunks(&window, s);
+        }
+        let watermark_table = snapshotter.as_ref().map(|s| s.watermark_table.clone());
+
         loop {
             let message = tokio::select! {
                 _ = stop.stopped() => break,
@@ -263,11 +328,11 @@ impl Source for ChangefeedSource {
             let offset = message.offset();
             let payload = message.payload().unwrap_or_default();
             match self.decode(message.key(), payload) {
-                Ok(decoded) => merger.push(&key, offset, self.keep(decoded)),
+                Ok(decoded) => merger.push(&key, offset, self.keep(decoded, &watermark_table)),
                 Err(e) => {
                     let letter = DeadLetter {
                         source: self.name.to_string(),
-                        position: merger.current_position(),
+                        position: with_cursor(merger.current_position(), &cursor),
                         reason: format!("{key} offset {offset}: {e}"),
                         raw: payload.to_vec(),
                     };
@@ -292,7 +357,79 @@ impl Source for ChangefeedSource {
                 continue;
             }
             for r in released {
-                let (event, table) = event_of(&self.name, &mut schemas, r);
+                // Snapshot watermarks steer the window and are not emitted.
+                if let Released::Row(row, position) = &r
+                    && Some(&row.table) == watermark_table.as_ref()
+                {
+                    let Some(w) = window.as_mut() else { continue };
+                    let mark = mark_of(row);
+                    if mark == Some(w.low.as_str()) {
+                        w.opened = true;
+                    } else if mark == Some(w.high.as_str())
+                        && let Some(w) = window.take()
+                    {
+                        let (rows, next, schema) = w.into_rows();
+                        let table = schema.table.to_string();
+                        let Position::Tidb {
+                            commit_ts,
+                            index,
+                            offsets,
+                            ..
+                        } = position.clone()
+                        else {
+                            continue;
+                        };
+                        // The high watermark is alone in its transaction: the indices after
+                        // it are free for the chunk's rows.
+                        for (i, (keys, values)) in rows.into_iter().enumerate() {
+                            let position = Position::Tidb {
+                                commit_ts,
+                                index: index + 1 + i as u32,
+                                offsets: offsets.clone(),
+                                snapshot: Some(SnapshotCursor {
+                                    table: Some(table.clone()),
+                                    after: keys,
+                                }),
+                            };
+                            out.push(SourceItem::Event(ChangeEvent {
+                                source: self.name.clone(),
+                                position,
+                                transaction: None,
+                                schema: schema.clone(),
+                                op: Operation::Read,
+                                before: None,
+                                after: Some(values),
+                                ddl: None,
+                            }))
+                            .await?;
+                            if let Some(m) = &self.metrics {
+                                m.snapshot_rows
+                                    .with_label_values(&[
+                                        self.pipeline.as_str(),
+                                        &*self.name,
+                                        &table,
+                                    ])
+                                    .inc();
+                            }
+                        }
+                        cursor = Some(next);
+                        if let (Some(s), Some(c)) = (snapshotter.as_mut(), &cursor) {
+                            window = s.open(c).await?;
+                            self.report_chunks(&window, s);
+                            if window.is_none() {
+                                tracing::info!(source = %self.name, "snapshot complete");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if let (Released::Row(row, _), Some(w)) = (&r, window.as_mut())
+                    && row.table == w.table
+                {
+                    w.supersede(row.key_text());
+                }
+                let (mut event, table) = event_of(&self.name, &mut schemas, r);
+                event.position = with_cursor(event.position, &cursor);
                 if let Some(m) = &self.metrics {
                     m.events
                         .with_label_values(&[self.pipeline.as_str(), &*self.name, &table])

@@ -115,6 +115,7 @@ impl Merger {
                 commit_ts,
                 index,
                 offsets,
+                ..
             }) => (Some((*commit_ts, *index)), offsets.clone()),
             _ => (None, BTreeMap::new()),
         };
@@ -169,6 +170,7 @@ impl Merger {
                 .iter()
                 .map(|(p, s)| (p.clone(), s.resume()))
                 .collect(),
+            snapshot: None,
         }
     }
 
@@ -256,6 +258,7 @@ impl Merger {
                     commit_ts: ts,
                     index,
                     offsets: offsets.clone(),
+                    snapshot: None,
                 };
                 index += 1;
                 self.last_released = Some((ts, index - 1));

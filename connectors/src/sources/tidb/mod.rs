@@ -14,5 +14,6 @@ pub mod message;
 pub mod metrics;
 pub mod mysql_type;
 pub mod schemas;
+pub mod snapshot;
 
 pub use changefeed::{ChangefeedSource, TidbError};

@@ -22,6 +22,15 @@ struct Entry {
 }
 
 impl Schemas {
+    /// Installs a schema read from the database (exact types), used while the changefeed's
+    /// rows show the same column names.
+    pub fn seed(&mut self, schema: Arc<TableSchema>) {
+        self.tables.entry(schema.table.clone()).or_insert(Entry {
+            schema,
+            after_ddl: false,
+        });
+    }
+
     pub fn for_row(&mut self, row: &RowChange) -> Arc<TableSchema> {
         let columns: Vec<Column> = row
             .columns
@@ -40,7 +49,7 @@ impl Schemas {
         match self.tables.get_mut(&row.table) {
             Some(e)
                 if !e.after_ddl
-                    && e.schema.columns == columns
+                    && same_names(&e.schema.columns, &columns)
                     && e.schema.primary_key == primary_key =>
             {
                 e.schema.clone()
@@ -100,6 +109,12 @@ impl Schemas {
         entry.after_ddl = true;
         entry.schema.clone()
     }
+}
+
+/// Same column names in the same order: the schema has not changed, whatever each side
+/// infers for the types (the database's exact types win over what the messages imply).
+fn same_names(a: &[Column], b: &[Column]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
 }
 
 #[cfg(test)]

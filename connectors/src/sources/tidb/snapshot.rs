@@ -1,0 +1,467 @@
+//! The initial load over the MySQL protocol, handed off to the changefeed the DBLog way.
+//!
+//! For each chunk (the next `chunkSize` rows in primary-key order after the cursor) the
+//! snapshotter writes a low watermark to the watermark table, reads the chunk, and writes a
+//! high watermark. Both writes travel through the changefeed. Between them, in commit order,
+//! any change to a row of the chunk supersedes the row read; at the high watermark the rows
+//! left are emitted as `read` events. No lock is taken and no snapshot has to stay open: a
+//! chunk read anywhere inside its window is reconciled by the changes inside that window.
+//! The cursor (table and last key) travels in every position, so a restart continues from
+//! the last chunk row delivered.
+
+use super::mysql_type::{Family, MysqlType};
+use crate::event::{Column, SnapshotCursor, TableId, TableSchema, Value};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::{Arguments, AssertSqlSafe, Row};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use syncmesh_crds as crd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("snapshot of {table}: {what}: {source}")]
+    Sql {
+        table: String,
+        what: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("snapshot of {table}: {reason}")]
+    Table { table: String, reason: String },
+}
+
+/// What the snapshot knows of one table.
+struct TableInfo {
+    schema: Arc<TableSchema>,
+    types: Vec<MysqlType>,
+    select: String,
+}
+
+/// One chunk between its watermarks.
+pub struct Window {
+    pub table: TableId,
+    pub low: String,
+    pub high: String,
+    /// The low watermark has come through the changefeed: changes now supersede rows.
+    pub opened: bool,
+    rows: Vec<(String, Vec<Value>)>,
+    superseded: HashSet<String>,
+    /// The cursor once this chunk is delivered.
+    pub next: SnapshotCursor,
+    pub schema: Arc<TableSchema>,
+}
+
+impl Window {
+    /// A change to `key` inside the window: the row read is stale.
+    pub fn supersede(&mut self, key: String) {
+        if self.opened {
+            self.superseded.insert(key);
+        }
+    }
+
+    /// The rows to emit at the high watermark, with each row's key texts.
+    pub fn into_rows(
+        self,
+    ) -> (
+        Vec<(Vec<String>, Vec<Value>)>,
+        SnapshotCursor,
+        Arc<TableSchema>,
+    ) {
+        let pk = self.schema.primary_key.clone();
+        let rows = self
+            .rows
+            .into_iter()
+            .filter(|(k, _)| !self.superseded.contains(k))
+            .map(|(_, row)| {
+                let keys = pk.iter().map(|i| row[*i].key_text()).collect();
+                (keys, row)
+            })
+            .collect();
+        (rows, self.next, self.schema)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+pub struct Snapshotter {
+    pool: MySqlPool,
+    tables: Vec<TableId>,
+    chunk_size: u32,
+    pub watermark_table: TableId,
+    /// This source's row in the watermark table.
+    id: String,
+    info: HashMap<TableId, TableInfo>,
+}
+
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn quoted(t: &TableId) -> String {
+    format!("{}.{}", quote(&t.schema), quote(&t.table))
+}
+
+/// The row key text used to match stream changes against chunk rows.
+pub fn key_of(schema: &TableSchema, row: &[Value]) -> String {
+    let mut out = String::new();
+    for i in &schema.primary_key {
+        if let Some(v) = row.get(*i) {
+            out.push_str(&v.key_text());
+        }
+        out.push('|');
+    }
+    out
+}
+
+impl Snapshotter {
+    pub async fn connect(
+        spec: &crd::TidbSnapshotSpec,
+        id: String,
+        at: &str,
+    ) -> Result<Self, SnapshotError> {
+        let invalid = |field: &str, reason: String| SnapshotError::Invalid {
+            field: format!("{at}.tidb.snapshot.{field}"),
+            reason,
+        };
+        let parse_table = |t: &str, field: &str| match t.split_once('.') {
+            Some((s, n)) if !s.is_empty() && !n.is_empty() => Ok(TableId::new(s, n)),
+            _ => Err(invalid(
+                field,
+                format!("expected `schema.table`, found `{t}`"),
+            )),
+        };
+        let tables = spec
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(j, t)| parse_table(t, &format!("tables[{j}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let watermark_table = parse_table(&spec.watermark_table, "watermarkTable")?;
+        let mut options: sqlx::mysql::MySqlConnectOptions = spec
+            .url
+            .parse()
+            .map_err(|e: sqlx::Error| invalid("url", e.to_string()))?;
+        if let Some(var) = &spec.password_env {
+            let password = std::env::var(var).map_err(|_| {
+                invalid(
+                    "passwordEnv",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            options = options.password(&password);
+        }
+        let pool = MySqlPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(|source| SnapshotError::Sql {
+                table: watermark_table.to_string(),
+                what: "connecting",
+                source,
+            })?;
+        let s = Self {
+            pool,
+            tables,
+            chunk_size: spec.chunk_size.max(1),
+            watermark_table,
+            id,
+            info: HashMap::new(),
+        };
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {} (id VARCHAR(190) PRIMARY KEY, mark VARCHAR(64) NOT NULL)",
+            quoted(&s.watermark_table)
+        );
+        // Identifiers are quoted with backticks doubled; values are bound.
+        sqlx::query(AssertSqlSafe(ddl))
+            .execute(&s.pool)
+            .await
+            .map_err(|source| s.sql(&s.watermark_table, "creating the watermark table", source))?;
+        Ok(s)
+    }
+
+    fn sql(&self, table: &TableId, what: &'static str, source: sqlx::Error) -> SnapshotError {
+        SnapshotError::Sql {
+            table: table.to_string(),
+            what,
+            source,
+        }
+    }
+
+    /// Where a fresh snapshot starts.
+    pub fn start(&self) -> SnapshotCursor {
+        SnapshotCursor {
+            table: self.tables.first().map(|t| t.to_string()),
+            after: Vec::new(),
+        }
+    }
+
+    pub fn tables(&self) -> &[TableId] {
+        &self.tables
+    }
+
+    async fn table_info(&mut self, table: &TableId) -> Result<&TableInfo, SnapshotError> {
+        if !self.info.contains_key(table) {
+            let info = self.load(table).await?;
+            self.info.insert(table.clone(), info);
+        }
+        self.info.get(table).ok_or_else(|| SnapshotError::Table {
+            table: table.to_string(),
+            reason: "schema not loaded".into(),
+        })
+    }
+
+    async fn load(&self, table: &TableId) -> Result<TableInfo, SnapshotError> {
+        let rows = sqlx::query(
+            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR) \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+        )
+        .bind(&table.schema)
+        .bind(&table.table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.sql(table, "reading its columns", e))?;
+        if rows.is_empty() {
+            return Err(SnapshotError::Table {
+                table: table.to_string(),
+                reason: "no such table (or no privilege on it)".into(),
+            });
+        }
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+             ORDER BY ORDINAL_POSITION",
+        )
+        .bind(&table.schema)
+        .bind(&table.table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.sql(table, "reading its primary key", e))?;
+        if keys.is_empty() {
+            return Err(SnapshotError::Table {
+                table: table.to_string(),
+                reason: "has no primary key; a chunked snapshot needs one".into(),
+            });
+        }
+        let mut columns = Vec::new();
+        let mut types = Vec::new();
+        let mut select = Vec::new();
+        for r in &rows {
+            let name: String = r
+                .try_get(0)
+                .map_err(|e| self.sql(table, "column name", e))?;
+            let ty: String = r
+                .try_get(1)
+                .map_err(|e| self.sql(table, "column type", e))?;
+            let nullable: String = r
+                .try_get(2)
+                .map_err(|e| self.sql(table, "nullability", e))?;
+            let parsed = MysqlType::parse(&ty).map_err(|e| SnapshotError::Table {
+                table: table.to_string(),
+                reason: format!("column {name}: {e}"),
+            })?;
+            // The same text forms TiCDC's canal-json uses, so both paths type values alike.
+            select.push(match parsed.family {
+                Family::Binary => format!("HEX({})", quote(&name)),
+                Family::Number => format!("CAST({}+0 AS CHAR)", quote(&name)),
+                _ => format!("CAST({} AS CHAR)", quote(&name)),
+            });
+            columns.push(Column {
+                name,
+                column_type: parsed.column_type(None),
+                nullable: nullable == "YES",
+            });
+            types.push(parsed);
+        }
+        let primary_key = keys
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect();
+        let key_list = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let select = format!(
+            "SELECT {} FROM {} {{where}} ORDER BY {key_list} LIMIT {}",
+            select.join(", "),
+            quoted(table),
+            self.chunk_size
+        );
+        Ok(TableInfo {
+            schema: Arc::new(TableSchema {
+                table: table.clone(),
+                version: 1,
+                columns,
+                primary_key,
+            }),
+            types,
+            select,
+        })
+    }
+
+    /// The schema the snapshot reads `table` with (loaded on first use).
+    pub async fn schema(&mut self, table: &TableId) -> Result<Arc<TableSchema>, SnapshotError> {
+        Ok(self.table_info(table).await?.schema.clone())
+    }
+
+    async fn mark(&self, mark: &str) -> Result<(), SnapshotError> {
+        let sql = format!(
+            "INSERT INTO {} (id, mark) VALUES (?, ?) ON DUPLICATE KEY UPDATE mark = VALUES(mark)",
+            quoted(&self.watermark_table)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.id)
+            .bind(mark)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.sql(&self.watermark_table, "writing a watermark", e))
+    }
+
+    /// Opens the window for the chunk after `cursor`; `None` once every table is read.
+    pub async fn open(&mut self, cursor: &SnapshotCursor) -> Result<Option<Window>, SnapshotError> {
+        let Some(name) = &cursor.table else {
+            return Ok(None);
+        };
+        let table = TableId::parse(name);
+        let chunk_size = self.chunk_size as usize;
+        let low = format!("low-{}", uuid::Uuid::now_v7());
+        let high = format!("high-{}", uuid::Uuid::now_v7());
+        self.mark(&low).await?;
+        let (rows, schema) = {
+            let pool = self.pool.clone();
+            let info = self.table_info(&table).await?;
+            let rows = read_chunk(&pool, &table, info, &cursor.after).await?;
+            (rows, info.schema.clone())
+        };
+        self.mark(&high).await?;
+        let next = match rows.last() {
+            Some((_, last)) if rows.len() >= chunk_size => SnapshotCursor {
+                table: Some(name.clone()),
+                after: schema
+                    .primary_key
+                    .iter()
+                    .map(|i| last[*i].key_text())
+                    .collect(),
+            },
+            _ => {
+                // This table is done: the next one from its start, or the end.
+                let at = self.tables.iter().position(|t| *t == table);
+                SnapshotCursor {
+                    table: at
+                        .and_then(|i| self.tables.get(i + 1))
+                        .map(|t| t.to_string()),
+                    after: Vec::new(),
+                }
+            }
+        };
+        Ok(Some(Window {
+            table,
+            low,
+            high,
+            opened: false,
+            rows,
+            superseded: HashSet::new(),
+            next,
+            schema,
+        }))
+    }
+}
+
+async fn read_chunk(
+    pool: &MySqlPool,
+    table: &TableId,
+    info: &TableInfo,
+    after: &[String],
+) -> Result<Vec<(String, Vec<Value>)>, SnapshotError> {
+    let sql_err = |what: &'static str, source: sqlx::Error| SnapshotError::Sql {
+        table: table.to_string(),
+        what,
+        source,
+    };
+    let mut args = sqlx::mysql::MySqlArguments::default();
+    let where_clause = if after.is_empty() {
+        String::new()
+    } else {
+        let keys: Vec<String> = info.schema.key_columns().map(|c| quote(&c.name)).collect();
+        for (j, text) in after.iter().enumerate() {
+            let col = info
+                .schema
+                .primary_key
+                .get(j)
+                .and_then(|i| info.types.get(*i));
+            let bound = match col.map(|t| t.family) {
+                Some(Family::Int) => text.parse::<i64>().map(|i| args.add(i)).ok(),
+                Some(Family::Binary) => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .ok()
+                        .map(|b| args.add(b))
+                }
+                _ => None,
+            };
+            if bound.is_none() {
+                let _ = args.add(text.clone());
+            }
+        }
+        let marks = vec!["?"; keys.len()].join(", ");
+        format!("WHERE ({}) > ({marks})", keys.join(", "))
+    };
+    let sql = info.select.replace("{where}", &where_clause);
+    // One statement in a consistent-snapshot transaction: on TiDB and MySQL alike, the chunk
+    // is one point-in-time read; the window reconciles it with the stream.
+    let mut conn = pool.acquire().await.map_err(|e| sql_err("connecting", e))?;
+    sqlx::raw_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| sql_err("starting the chunk transaction", e))?;
+    let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| sql_err("reading a chunk", e))?;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| sql_err("ending the chunk transaction", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut values = Vec::with_capacity(info.types.len());
+        for (i, ty) in info.types.iter().enumerate() {
+            let text: Option<String> = r.try_get(i).map_err(|e| sql_err("decoding a value", e))?;
+            let value = match text {
+                None => Value::Null,
+                Some(t) if ty.family == Family::Binary => {
+                    Value::Bytes(hex(&t).ok_or_else(|| SnapshotError::Table {
+                        table: table.to_string(),
+                        reason: format!("column {}: bad HEX() text", info.schema.columns[i].name),
+                    })?)
+                }
+                Some(t) => ty.value(&t).map_err(|e| SnapshotError::Table {
+                    table: table.to_string(),
+                    reason: format!("column {}: {e}", info.schema.columns[i].name),
+                })?,
+            };
+            values.push(value);
+        }
+        out.push((key_of(&info.schema, &values), values));
+    }
+    Ok(out)
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    let b = text.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| {
+            let s = std::str::from_utf8(p).ok()?;
+            u8::from_str_radix(s, 16).ok()
+        })
+        .collect()
+}
