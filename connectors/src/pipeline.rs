@@ -5,26 +5,26 @@
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
 use crate::decider::{Decider, PATHS, RuleError, RuleSet, path_index};
-use crate::event::{ChangeEvent, TableId};
+use crate::event::TableId;
 use crate::lineage::{
     FileEmitter, HttpEmitter, InputDataset, LineageEmitter, LineageError, NoopEmitter,
     OutputDataset, ProcessingType, RunEvents, new_run_id,
 };
 use crate::metrics::Metrics;
-use crate::paths::batch::{BatchPath, SnapshotWriter, TableApplier};
+use crate::paths::batch::{BatchPath, ShadowOptions, SinkApplier, SnapshotWriter, TableApplier};
 use crate::paths::realtime::{KafkaFormat, RealtimeConfig, RealtimeError, RealtimePath};
 use crate::paths::store::{StoreError, open_store};
 use crate::runtime::{
-    Path as PipelinePath, PathError, RunCounters, RunSummary, Runtime, RuntimeError, Source,
-    StopSignal,
+    Path as PipelinePath, RunCounters, RunSummary, Runtime, RuntimeError, Source, StopSignal,
 };
+use crate::sinks::breaker::{BreakerConfig, BreakerMetrics, Breakers, SystemClock};
 use crate::sinks::table::{TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter};
 use crate::sources::flatfile::{FlatFileError, FlatFileSource};
 use crate::sources::tidb::metrics::TidbMetrics;
 use crate::sources::tidb::{ChangefeedSource, TidbError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use syncmesh_crds::{PathName, SyncPipeline};
 use tokio::sync::watch;
 
@@ -74,6 +74,7 @@ pub struct Pipeline {
     outputs: Vec<(TableId, OutputDataset)>,
     metrics: Arc<Metrics>,
     name: String,
+    breakers: Option<Arc<Breakers>>,
 }
 
 /// Resolves a manifest path against the manifest's directory.
@@ -118,35 +119,6 @@ fn realtime_config(rt: &syncmesh_crds::RealtimeSpec) -> RealtimeConfig {
     config.operation_timeout = Duration::from_secs(rt.operation_timeout_seconds);
     config.properties = rt.properties.clone();
     config
-}
-
-/// Applies snapshot batches to the sink tables, timing each write.
-struct SinkApplier {
-    writer: Arc<TableWriter>,
-    pipeline: String,
-    metrics: Arc<Metrics>,
-}
-
-#[async_trait::async_trait]
-impl TableApplier for SinkApplier {
-    async fn apply(
-        &mut self,
-        table: &TableId,
-        events: &[Arc<ChangeEvent>],
-    ) -> Result<(), PathError> {
-        let t = table.to_string();
-        let started = Instant::now();
-        let stats = self.writer.apply(events).await?;
-        self.metrics
-            .sink_write_seconds
-            .with_label_values(&[&self.pipeline, &t])
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .sink_rows
-            .with_label_values(&[&self.pipeline, &t])
-            .inc_by((stats.upserts + stats.deletes) as u64);
-        Ok(())
-    }
 }
 
 impl Pipeline {
@@ -219,7 +191,18 @@ impl Pipeline {
 
         let mut outputs = Vec::new();
         let mut writer = None;
+        let mut breakers = None;
         if let Some(sink) = &spec.sink {
+            let config = BreakerConfig::from(&sink.breaker);
+            config.validate().map_err(|e| BuildError::Invalid {
+                field: format!("spec.sink.breaker.{}", e.field),
+                reason: e.reason,
+            })?;
+            breakers = Some(Arc::new(Breakers::new(
+                config,
+                Arc::new(SystemClock),
+                Some(BreakerMetrics::from_metrics(&name, &metrics)),
+            )));
             let url = resolve_sqlite(&sink.url, base);
             let mut opts = TableSinkOptions {
                 create_tables: sink.create_tables,
@@ -254,13 +237,23 @@ impl Pipeline {
             paths[path_index(PathName::Batch)] = Some(Box::new(BatchPath {
                 pipeline: name.clone(),
                 writer: SnapshotWriter::new(store),
-                applier: writer.clone().map(|writer| {
-                    Box::new(SinkApplier {
-                        writer,
-                        pipeline: name.clone(),
-                        metrics: metrics.clone(),
-                    }) as Box<dyn TableApplier>
-                }),
+                applier: writer
+                    .clone()
+                    .zip(breakers.clone())
+                    .map(|(writer, breakers)| {
+                        let shadow = spec.sink.as_ref().map(|s| &s.shadow);
+                        Box::new(SinkApplier::new(
+                            writer,
+                            name.clone(),
+                            metrics.clone(),
+                            breakers,
+                            ShadowOptions {
+                                seed: shadow.is_none_or(|s| s.seed),
+                                promote: shadow.is_some_and(|s| s.promote),
+                                ..ShadowOptions::default()
+                            },
+                        )) as Box<dyn TableApplier>
+                    }),
                 max_events: usize::try_from(batch.max_events).unwrap_or(usize::MAX),
                 max_age: Duration::from_secs(batch.max_age_seconds),
                 metrics: metrics.clone(),
@@ -331,7 +324,14 @@ impl Pipeline {
             outputs,
             metrics,
             name,
+            breakers,
         })
+    }
+
+    /// The sink tables' breakers (with a sink): for status (`Breakers::statuses`) and for the
+    /// consistency checker (`Breaker::record_check`).
+    pub fn breakers(&self) -> Option<Arc<Breakers>> {
+        self.breakers.clone()
     }
 
     /// Live counters of the run, for progress displays.

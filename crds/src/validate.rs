@@ -153,6 +153,14 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
         check_paths(&route.to, &format!("{at}.to"), &mut issues);
     }
     check_paths(&spec.default_route, "spec.defaultRoute", &mut issues);
+    if let Some(sink) = &spec.sink
+        && sink.breaker.max_samples < sink.breaker.min_samples
+    {
+        issues.push(FieldIssue::new(
+            "spec.sink.breaker.maxSamples",
+            "must be at least minSamples",
+        ));
+    }
     if let Some(lineage) = &spec.lineage
         && lineage.file.is_some() == lineage.http.is_some()
     {

@@ -1,8 +1,10 @@
 //! The batch path: events collect per table and are committed as snapshots in object storage
 //! (by count or by age), then applied to the sink tables, then acknowledged.
 
+mod applier;
 mod snapshot;
 
+pub use applier::{ApplierError, ShadowOptions, SinkApplier};
 pub use snapshot::{SnapshotError, SnapshotFile, SnapshotManifest, SnapshotWriter};
 
 use super::sleep_until;

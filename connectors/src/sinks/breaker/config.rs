@@ -41,6 +41,21 @@ impl Default for BreakerConfig {
     }
 }
 
+impl From<&syncmesh_crds::BreakerSpec> for BreakerConfig {
+    fn from(spec: &syncmesh_crds::BreakerSpec) -> Self {
+        Self {
+            enabled: spec.enabled,
+            latency_threshold: Duration::from_millis(spec.latency_threshold_ms),
+            window: Duration::from_secs(spec.window_seconds),
+            min_samples: spec.min_samples as usize,
+            max_samples: spec.max_samples as usize,
+            failed_checks: spec.failed_checks,
+            cool_down: Duration::from_secs(spec.cool_down_seconds),
+            probes_to_close: spec.probes_to_close,
+        }
+    }
+}
+
 /// A threshold that cannot work, with the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("breaker {field}: {reason}")]

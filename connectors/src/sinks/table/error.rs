@@ -89,6 +89,17 @@ pub enum TableSinkError {
         source: sqlx::Error,
     },
 
+    /// A row of the breaker's bookkeeping tables (control row, journal) could not be bound.
+    #[error("table {table}: bookkeeping row: {reason}")]
+    Bookkeeping { table: TableName, reason: String },
+
+    /// The write's guard found the table's breaker in another state than the write assumed
+    /// (a promotion, rollback or release happened meanwhile); nothing was written.
+    #[error(
+        "table {table}: the breaker state changed under this write (expected {expected}); nothing was written"
+    )]
+    Fenced { table: TableName, expected: String },
+
     /// A read helper (`count_rows`, `fetch_rows`) failed.
     #[error("table {table}: query failed: {source}")]
     Query {
@@ -123,6 +134,18 @@ fn describe_key(key: &Option<String>, keys: &str) -> String {
 }
 
 impl TableSinkError {
+    /// Whether the error says the database is unwell (connection, statement or transaction
+    /// failures), as opposed to data it cannot take: only these count against the breaker.
+    pub fn is_sink_fault(&self) -> bool {
+        matches!(
+            self,
+            TableSinkError::Connect { .. }
+                | TableSinkError::Write { .. }
+                | TableSinkError::Transaction { .. }
+                | TableSinkError::Query { .. }
+        )
+    }
+
     /// The target table the error is about, when it is about one.
     pub fn table(&self) -> Option<&TableName> {
         match self {
@@ -132,7 +155,9 @@ impl TableSinkError {
             | TableSinkError::SchemaMismatch { table, .. }
             | TableSinkError::Create { table, .. }
             | TableSinkError::Write { table, .. }
-            | TableSinkError::Query { table, .. } => Some(table),
+            | TableSinkError::Query { table, .. }
+            | TableSinkError::Bookkeeping { table, .. }
+            | TableSinkError::Fenced { table, .. } => Some(table),
             TableSinkError::Url { .. }
             | TableSinkError::Connect { .. }
             | TableSinkError::Transaction { .. } => None,

@@ -70,15 +70,20 @@
 //! StarRocks server runs in this repository's tests, and Stream Load would be the faster path.
 
 mod bind;
+mod control;
 mod dialect;
 mod error;
+pub mod promote;
+pub mod shadow;
 mod sink_url;
 mod writer;
 
+pub use control::ControlRow;
 pub use dialect::{DdlOptions, Dialect};
 pub use error::{TableSinkError, WriteOp};
+pub use shadow::{DurableState, ShadowTable};
 pub use sink_url::TableSinkUrl;
-pub use writer::{EnsureOutcome, TableWriter};
+pub use writer::{EnsureOutcome, Guard, SideRows, TableWriter, WritePlan};
 
 use crate::event::{Position, TableId};
 use std::collections::BTreeMap;

@@ -18,6 +18,57 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
+/// Rows of another table written in the same transaction as a batch: the diversion journal
+/// and its deletions, control rows. Values are full rows of `schema` for upserts, and rows
+/// whose key columns are set for deletes.
+#[derive(Debug, Clone)]
+pub struct SideRows {
+    pub op: WriteOp,
+    pub table: TableName,
+    pub schema: Arc<TableSchema>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// A statement run first in a batch's transaction; when it updates no row the batch is
+/// refused with [`TableSinkError::Fenced`] and nothing is written.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The table the guard updates (for errors).
+    pub table: TableName,
+    pub sql: String,
+    pub(crate) args: Vec<Bound>,
+    /// What the guard expects, for the error (`open or half-open`).
+    pub expected: String,
+}
+
+impl Guard {
+    pub fn new(
+        table: TableName,
+        sql: String,
+        args: Vec<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self {
+            table,
+            sql,
+            args: args.into_iter().map(Bound::Text).collect(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// How [`TableWriter::apply_with`] writes a batch: to another table than its own (a shadow),
+/// with side rows before and after it, behind a guard. Everything runs in the batch's one
+/// transaction (in this order: guard, `before`, the batch, `after`), or, on StarRocks, which
+/// has none, statement by statement in that order.
+#[derive(Debug, Clone, Default)]
+pub struct WritePlan<'a> {
+    pub target: Option<&'a TableName>,
+    pub before: Vec<SideRows>,
+    pub after: Vec<SideRows>,
+    pub guard: Option<Guard>,
+}
+
 /// Whether [`TableWriter::ensure_table`] created the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnsureOutcome {
@@ -25,7 +76,7 @@ pub enum EnsureOutcome {
     Existed,
 }
 
-enum Pools {
+pub(super) enum Pools {
     MySql(MySqlPool),
     Postgres(PgPool),
     Sqlite(SqlitePool),
@@ -41,15 +92,16 @@ macro_rules! on_pool {
         }
     };
 }
+pub(super) use on_pool;
 
 /// Applies change events to tables of one database. Cheap to share behind an `Arc`; `apply`
 /// takes `&self` and batches from several tasks run in their own transactions.
 pub struct TableWriter {
     url: TableSinkUrl,
-    dialect: Dialect,
+    pub(super) dialect: Dialect,
     options: TableSinkOptions,
-    ddl: DdlOptions,
-    pools: Pools,
+    pub(super) ddl: DdlOptions,
+    pub(super) pools: Pools,
     /// Tables (and schema versions) already ensured. Two tasks may both ensure the same table;
     /// that is harmless because `CREATE TABLE IF NOT EXISTS` is idempotent.
     ensured: Mutex<HashSet<(TableName, u32)>>,
@@ -211,7 +263,10 @@ impl TableWriter {
     }
 
     /// The column names of `target`; empty when the table does not exist.
-    async fn existing_columns(&self, target: &TableName) -> Result<Vec<String>, TableSinkError> {
+    pub(super) async fn existing_columns(
+        &self,
+        target: &TableName,
+    ) -> Result<Vec<String>, TableSinkError> {
         let schema = target.schema.as_deref();
         let table = target.table.as_str();
         let result: Result<Vec<String>, sqlx::Error> = match &self.pools {
@@ -272,38 +327,108 @@ impl TableWriter {
     where
         E: Borrow<ChangeEvent> + Sync,
     {
+        self.apply_with(events, WritePlan::default()).await
+    }
+
+    /// [`apply`](Self::apply), with the batch redirected to `plan.target`, side rows written
+    /// before and after it and a guard statement first, all in the batch's transaction (see
+    /// [`WritePlan`]). `deleted_rows` counts the batch's deletes only.
+    pub async fn apply_with<E>(
+        &self,
+        events: &[E],
+        plan: WritePlan<'_>,
+    ) -> Result<ApplyStats, TableSinkError>
+    where
+        E: Borrow<ChangeEvent> + Sync,
+    {
         let mut stats = ApplyStats {
             events: events.len(),
             last_position: events.last().map(|e| e.borrow().position.clone()),
             ..ApplyStats::default()
         };
-        if events.is_empty() {
+        if events.is_empty() && plan.before.is_empty() && plan.after.is_empty() {
             return Ok(stats);
         }
-        let plans = self.plan(events, &mut stats)?;
-        stats.tables = plans.len();
+        let main = self.plan(events, plan.target, &mut stats)?;
+        stats.tables = main.len();
         if self.options.create_tables {
-            for plan in &plans {
-                self.ensure_cached(&plan.latest, &plan.target).await?;
+            for p in &main {
+                self.ensure_cached(&p.latest, &p.target).await?;
             }
         }
+        for p in &main {
+            for action in p.actions.iter().flatten() {
+                match action.op {
+                    WriteOp::Upsert => stats.upserts += 1,
+                    WriteOp::Delete => stats.deletes += 1,
+                }
+            }
+        }
+        let before = self.side_plans(&plan.before)?;
+        let after = self.side_plans(&plan.after)?;
+        let main_from = before.len();
+        let main_to = main_from + main.len();
+        let plans: Vec<TablePlan> = before.into_iter().chain(main).chain(after).collect();
         let chunks = self.chunks(&plans);
-        for chunk in &chunks {
-            match chunk.op {
-                WriteOp::Upsert => stats.upserts += chunk.rows.len(),
-                WriteOp::Delete => stats.deletes += chunk.rows.len(),
-            }
-        }
         stats.statements = chunks.len();
         let dialect = self.dialect;
-        stats.deleted_rows = on_pool!(&self.pools, p => execute(p, dialect, &chunks).await)?;
+        let main_tables: Vec<&TableName> = plans[main_from..main_to]
+            .iter()
+            .map(|p| &p.target)
+            .collect();
+        let guard = plan.guard.as_ref();
+        stats.deleted_rows =
+            on_pool!(&self.pools, p => execute(p, dialect, &chunks, guard, &main_tables).await)?;
         Ok(stats)
+    }
+
+    /// Bound plans for side rows (journal and control rows).
+    fn side_plans(&self, sides: &[SideRows]) -> Result<Vec<TablePlan>, TableSinkError> {
+        let mut out = Vec::new();
+        for side in sides {
+            let mut plan = TablePlan::new(side.table.clone(), side.schema.clone());
+            for row in &side.rows {
+                let err = |reason: String| TableSinkError::Bookkeeping {
+                    table: side.table.clone(),
+                    reason,
+                };
+                let values = match side.op {
+                    WriteOp::Upsert => side
+                        .schema
+                        .columns
+                        .iter()
+                        .zip(row)
+                        .map(|(c, v)| bind::bind(self.dialect, c, v))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(err)?,
+                    WriteOp::Delete => key_values(self.dialect, &side.schema, row).map_err(err)?,
+                };
+                let key = match side.op {
+                    WriteOp::Upsert => key_of(&side.schema, |i| &values[i]),
+                    WriteOp::Delete => key_of_keys(&values),
+                }
+                .map_err(err)?;
+                let key_text = key.join("|");
+                plan.record(
+                    key,
+                    Action {
+                        op: side.op,
+                        schema: side.schema.clone(),
+                        key_text,
+                        values,
+                    },
+                );
+            }
+            out.push(plan);
+        }
+        Ok(out)
     }
 
     /// Converts the batch and collapses it to one action per key, per target table.
     fn plan<E: Borrow<ChangeEvent>>(
         &self,
         events: &[E],
+        redirect: Option<&TableName>,
         stats: &mut ApplyStats,
     ) -> Result<Vec<TablePlan>, TableSinkError> {
         // A DDL anywhere rejects the batch before anything is converted or written.
@@ -327,7 +452,9 @@ impl TableWriter {
             let i = match by_source.get(event.table()) {
                 Some(i) => *i,
                 None => {
-                    let target = self.target_for(event.table());
+                    let target = redirect
+                        .cloned()
+                        .unwrap_or_else(|| self.target_for(event.table()));
                     let i = *by_target.entry(target.clone()).or_insert_with(|| {
                         plans.push(TablePlan::new(target, event.schema.clone()));
                         plans.len() - 1
@@ -712,7 +839,7 @@ impl<'p> Chunk<'p> {
 }
 
 /// What the executor needs from a driver beyond sqlx's generic traits.
-trait Backend: sqlx::Database + sqlx::database::HasStatementCache {
+pub(super) trait Backend: sqlx::Database + sqlx::database::HasStatementCache {
     fn add(args: &mut Self::Arguments, value: &Bound) -> Result<(), BoxDynError>;
     fn affected(result: &Self::QueryResult) -> u64;
 }
@@ -759,12 +886,16 @@ async fn execute<DB>(
     pool: &sqlx::Pool<DB>,
     dialect: Dialect,
     chunks: &[Chunk<'_>],
+    guard: Option<&Guard>,
+    main_tables: &[&TableName],
 ) -> Result<u64, TableSinkError>
 where
     DB: Backend,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
 {
+    let counts =
+        |chunk: &Chunk<'_>| chunk.op == WriteOp::Delete && main_tables.contains(&chunk.table);
     let mut deleted = 0;
     if !dialect.transactional() {
         let mut conn = pool
@@ -774,11 +905,14 @@ where
                 what: "acquire",
                 source,
             })?;
+        if let Some(guard) = guard {
+            run_guard::<DB>(&mut conn, guard).await?;
+        }
         for chunk in chunks {
             let n = run_chunk::<DB>(&mut conn, dialect, chunk, &chunk.rows, chunk.persistent)
                 .await
                 .map_err(|e| chunk.error(None, e))?;
-            if chunk.op == WriteOp::Delete {
+            if counts(chunk) {
                 deleted += n;
             }
         }
@@ -791,10 +925,16 @@ where
             what: "begin",
             source,
         })?;
+    if let Some(guard) = guard
+        && let Err(e) = run_guard::<DB>(&mut tx, guard).await
+    {
+        let _ = tx.rollback().await;
+        return Err(e);
+    }
     for chunk in chunks {
         match run_chunk::<DB>(&mut tx, dialect, chunk, &chunk.rows, chunk.persistent).await {
             Ok(n) => {
-                if chunk.op == WriteOp::Delete {
+                if counts(chunk) {
                     deleted += n;
                 }
             }
@@ -816,6 +956,49 @@ where
             source,
         })?;
     Ok(deleted)
+}
+
+/// Runs the guard; no row updated means the state changed: [`TableSinkError::Fenced`].
+async fn run_guard<DB>(conn: &mut DB::Connection, guard: &Guard) -> Result<(), TableSinkError>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let affected = exec_one::<DB>(conn, &guard.sql, &guard.args)
+        .await
+        .map_err(|source| TableSinkError::Query {
+            table: guard.table.clone(),
+            source,
+        })?;
+    if affected == 0 {
+        return Err(TableSinkError::Fenced {
+            table: guard.table.clone(),
+            expected: guard.expected.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs one statement with bound arguments; returns the rows it affected.
+pub(super) async fn exec_one<DB>(
+    conn: &mut DB::Connection,
+    sql: &str,
+    args: &[Bound],
+) -> Result<u64, sqlx::Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut a = DB::Arguments::default();
+    for v in args {
+        DB::add(&mut a, v).map_err(sqlx::Error::Encode)?;
+    }
+    let result = sqlx::query_with::<DB, _>(AssertSqlSafe(sql.to_string()), a)
+        .execute(&mut *conn)
+        .await?;
+    Ok(DB::affected(&result))
 }
 
 /// Replays a failed chunk row by row in a transaction that is rolled back, to name the key the
