@@ -133,8 +133,7 @@ impl ChangefeedSource {
                         topic: topic.clone(),
                         reason: match t.error() {
                             Some(e) => format!(
-                                "{:?}: create the changefeed first (TiCDC creates its topics)",
-                                rdkafka::types::RDKafkaRespErr::from(e)
+                                "{e:?}: create the changefeed first (TiCDC creates its topics)"
                             ),
                             None => "has no partitions".into(),
                         },

@@ -44,10 +44,11 @@ impl RowChange {
         };
         let mut out = String::new();
         for name in &self.primary_key {
-            if let (Some(i), Some(row)) = (self.columns.iter().position(|c| &c.name == name), row) {
-                if let Some(v) = row.get(i) {
-                    out.push_str(&v.key_text());
-                }
+            let at = self.columns.iter().position(|c| &c.name == name);
+            if let (Some(i), Some(row)) = (at, row)
+                && let Some(v) = row.get(i)
+            {
+                out.push_str(&v.key_text());
             }
             out.push('|');
         }

@@ -75,10 +75,7 @@ impl MysqlType {
             (Family::Number, _) | (_, None) => None,
             (_, Some(p)) => {
                 let mut it = p.split(',').map(|s| s.trim().parse::<u32>().ok());
-                match it.next().flatten() {
-                    Some(m) => Some((m, it.next().flatten())),
-                    None => None,
-                }
+                it.next().flatten().map(|m| (m, it.next().flatten()))
             }
         };
         Ok(Self {

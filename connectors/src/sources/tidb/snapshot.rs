@@ -38,6 +38,9 @@ struct TableInfo {
     select: String,
 }
 
+/// A chunk row with its primary key as key texts.
+pub type KeyedRow = (Vec<String>, Vec<Value>);
+
 /// One chunk between its watermarks.
 pub struct Window {
     pub table: TableId,
@@ -61,13 +64,7 @@ impl Window {
     }
 
     /// The rows to emit at the high watermark, with each row's key texts.
-    pub fn into_rows(
-        self,
-    ) -> (
-        Vec<(Vec<String>, Vec<Value>)>,
-        SnapshotCursor,
-        Arc<TableSchema>,
-    ) {
+    pub fn into_rows(self) -> (Vec<KeyedRow>, SnapshotCursor, Arc<TableSchema>) {
         let pk = self.schema.primary_key.clone();
         let rows = self
             .rows
@@ -455,7 +452,7 @@ async fn read_chunk(
 
 fn hex(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
