@@ -173,13 +173,7 @@ impl Pipeline {
             if let Some(interval) = options.follow {
                 source = source.follow(interval);
             }
-            let root = std::fs::canonicalize(source.root())
-                .unwrap_or_else(|_| source.root().to_path_buf());
-            inputs.push(
-                InputDataset::new("file", root.display().to_string())
-                    .with_schema(source.schema())
-                    .with_data_source("file", format!("file://{}", root.display())),
-            );
+            inputs.push(source.input_dataset());
             tables.push(source.schema().clone());
             sources.push(Box::new(source));
         }

@@ -104,6 +104,21 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
                         e.to_string(),
                     ));
                 }
+                if let Some((scheme, _)) = ff.path.split_once("://")
+                    && scheme != "file"
+                    && scheme != "s3"
+                {
+                    issues.push(FieldIssue::new(
+                        format!("{at}.flatFile.path"),
+                        format!("unsupported scheme `{scheme}` (use a path, file:// or s3://)"),
+                    ));
+                }
+                if ff.s3.is_some() && !ff.path.starts_with("s3://") {
+                    issues.push(FieldIssue::new(
+                        format!("{at}.flatFile.s3"),
+                        "`s3` applies to an `s3://` path only",
+                    ));
+                }
             }
         }
     }

@@ -1,24 +1,28 @@
-//! The flat-file pipeline source: a file or a directory of files read in name order.
+//! The flat-file pipeline source: a file, a directory of files or the objects under an
+//! object-store prefix, read in name order.
 //!
-//! Position contract: each event carries `file`, the record's byte `offset`, its framed
-//! `length` and its record number; resuming continues at `offset + length`. A file read to its
-//! end is recorded as completed and never read again, even if a file with a smaller name
-//! appears later (it is read then, not skipped).
+//! Position contract: each event carries `file` (the file name, or the object key), the
+//! record's byte `offset`, its framed `length` and its record number; resuming continues at
+//! `offset + length` (a ranged GET for objects). A file read to its end is recorded as
+//! completed and never read again, even if a file with a smaller name appears later (it is
+//! read then, not skipped).
 
+use super::files::{Input, Location};
 use super::{
     DecodeOptions, Encoding, Layout, LayoutError, ReadError, RecordDecoder, RecordFormat,
     RecordReader, RowBuffer, SignConvention,
 };
 use crate::deadletter::DeadLetter;
 use crate::event::{ChangeEvent, Operation, Position, TableId, TableSchema};
+use crate::lineage::InputDataset;
+use crate::paths::store::{StoreError, open_store};
 use crate::runtime::{Emitter, Source, SourceError, SourceItem, SourceProgress, StopSignal};
 use globset::{Glob, GlobMatcher};
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use syncmesh_crds as crd;
+use tokio::runtime::Handle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlatFileError {
@@ -32,6 +36,8 @@ pub enum FlatFileError {
     },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("{field}: {source}")]
+    Store { field: String, source: StoreError },
     #[error("source `{source_name}`: cannot read {path}: {error}")]
     Io {
         source_name: String,
@@ -43,7 +49,7 @@ pub enum FlatFileError {
 /// Reads fixed-width records from files and emits them as `read` change events.
 pub struct FlatFileSource {
     name: Arc<str>,
-    root: PathBuf,
+    location: Location,
     pattern: GlobMatcher,
     layout: Layout,
     decoder: RecordDecoder,
@@ -121,8 +127,27 @@ impl FlatFileSource {
                 reason: e.to_string(),
             })?
             .compile_matcher();
-        let root = base.join(&spec.path);
-        if !root.exists() {
+        let location = match spec.path.split_once("://") {
+            Some(("s3", _)) => {
+                Location::Store(open_store(&spec.path, base, spec.s3.as_ref()).map_err(
+                    |source| FlatFileError::Store {
+                        field: format!("{at}.flatFile.path"),
+                        source,
+                    },
+                )?)
+            }
+            Some(("file", path)) => Location::Local(path.into()),
+            Some((scheme, _)) => {
+                return Err(FlatFileError::Invalid {
+                    field: format!("{at}.flatFile.path"),
+                    reason: format!("unsupported scheme `{scheme}` (use a path, file:// or s3://)"),
+                });
+            }
+            None => Location::Local(base.join(&spec.path)),
+        };
+        if let Location::Local(root) = &location
+            && !root.exists()
+        {
             return Err(FlatFileError::Invalid {
                 field: format!("{at}.flatFile.path"),
                 reason: format!("{} does not exist", root.display()),
@@ -130,7 +155,7 @@ impl FlatFileSource {
         }
         Ok(Self {
             name: name.into(),
-            root,
+            location,
             pattern,
             layout,
             decoder,
@@ -155,59 +180,63 @@ impl FlatFileSource {
         &self.schema
     }
 
-    /// The data location, for lineage.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The input dataset, for lineage: `file` and the absolute path, or `s3://bucket` and the
+    /// prefix.
+    pub fn input_dataset(&self) -> InputDataset {
+        let dataset = match &self.location {
+            Location::Local(root) => {
+                let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+                InputDataset::new("file", root.display().to_string())
+                    .with_data_source("file", format!("file://{}", root.display()))
+            }
+            Location::Store(store) => {
+                let bucket = store.url.trim_start_matches("s3://");
+                let bucket = bucket.split('/').next().unwrap_or_default();
+                InputDataset::new(format!("s3://{bucket}"), store.prefix.to_string())
+                    .with_data_source("s3", store.url.clone())
+            }
+        };
+        dataset.with_schema(&self.schema)
     }
 
-    fn io(&self, path: &Path, error: std::io::Error) -> FlatFileError {
+    fn io(&self, path: &str, error: std::io::Error) -> FlatFileError {
         FlatFileError::Io {
             source_name: self.name.to_string(),
-            path: path.display().to_string(),
+            path: path.to_string(),
             error,
         }
     }
 
-    /// Files to read, as (id, path), in name order, minus those already completed.
+    /// Files to read, as (id, input), in name order, minus those already completed.
     fn pending_files(
         &self,
         progress: &SourceProgress,
-    ) -> Result<Vec<(String, PathBuf)>, FlatFileError> {
-        let meta = std::fs::metadata(&self.root).map_err(|e| self.io(&self.root, e))?;
-        let mut files = Vec::new();
-        if meta.is_file() {
-            let id = self
-                .root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            files.push((id, self.root.clone()));
-        } else {
-            for entry in std::fs::read_dir(&self.root).map_err(|e| self.io(&self.root, e))? {
-                let entry = entry.map_err(|e| self.io(&self.root, e))?;
-                let id = entry.file_name().to_string_lossy().into_owned();
-                let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-                if is_file && !id.starts_with('.') && self.pattern.is_match(&id) {
-                    files.push((id, entry.path()));
-                }
-            }
-        }
+        handle: &Handle,
+    ) -> Result<Vec<(String, Input)>, FlatFileError> {
+        let mut files = self.location.list(&self.pattern, handle).map_err(|e| {
+            let at = match &self.location {
+                Location::Local(root) => root.display().to_string(),
+                Location::Store(store) => store.url.clone(),
+            };
+            self.io(&at, e)
+        })?;
         files.retain(|(id, _)| !progress.completed.contains(id));
-        files.sort();
         Ok(files)
     }
 
     fn read_file(
         &self,
         id: &str,
-        path: &Path,
+        input: &Input,
         start: (u64, u64),
         out: &mut Emitter,
         stop: &StopSignal,
+        handle: &Handle,
     ) -> Result<bool, SourceError> {
-        let mut file = File::open(path).map_err(|e| self.io(path, e))?;
-        file.seek(SeekFrom::Start(start.0))
-            .map_err(|e| self.io(path, e))?;
+        let file = self
+            .location
+            .open(input, start.0, handle)
+            .map_err(|e| self.io(&input.describe(), e))?;
         let mut reader = RecordReader::resume(
             file,
             self.format,
@@ -223,25 +252,22 @@ impl FlatFileSource {
                 Ok(None) => break,
                 Err(ReadError::Io { offset, source }) => {
                     return Err(Box::new(self.io(
-                        path,
+                        &input.describe(),
                         std::io::Error::new(source.kind(), format!("at byte {offset}: {source}")),
                     )));
                 }
                 Err(framing) => {
-                    // Framing is lost: the rest of the file is one dead letter, and the file
-                    // counts as read so the pipeline goes on.
+                    // Framing is lost: the rest of the file is one dead letter (its first MiB
+                    // kept), and the file counts as read so the pipeline goes on.
                     let offset = framing.offset();
-                    let raw = std::fs::read(path)
-                        .map(|b| {
-                            b.get(offset as usize..)
-                                .map(<[u8]>::to_vec)
-                                .unwrap_or_default()
-                        })
-                        .unwrap_or_default();
+                    let (raw, left) = self
+                        .location
+                        .rest(input, offset, handle)
+                        .map_err(|e| self.io(&input.describe(), e))?;
                     let position = Position::File {
                         file: id.into(),
                         offset,
-                        length: raw.len() as u64,
+                        length: left,
                         record: last.1,
                     };
                     out.push_blocking(SourceItem::Bad(DeadLetter {
@@ -315,8 +341,9 @@ impl FlatFileSource {
         mut stop: StopSignal,
     ) -> Result<(), SourceError> {
         let mut progress = progress;
+        let handle = Handle::current();
         loop {
-            for (id, path) in self.pending_files(&progress)? {
+            for (id, input) in self.pending_files(&progress, &handle)? {
                 let start = match &progress.position {
                     Some(Position::File {
                         file,
@@ -326,7 +353,9 @@ impl FlatFileSource {
                     }) if *file == id => (offset + length, record + 1),
                     _ => (0, 1),
                 };
-                if stop.is_stopped() || !self.read_file(&id, &path, start, &mut out, &stop)? {
+                if stop.is_stopped()
+                    || !self.read_file(&id, &input, start, &mut out, &stop, &handle)?
+                {
                     out.flush_blocking()?;
                     return Ok(());
                 }
@@ -337,7 +366,6 @@ impl FlatFileSource {
                 return Ok(());
             };
             // Wait for the next poll or a stop, whichever comes first.
-            let handle = tokio::runtime::Handle::current();
             let stopped = handle.block_on(async {
                 tokio::select! {
                     _ = stop.stopped() => true,
