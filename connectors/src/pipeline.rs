@@ -2,6 +2,7 @@
 //! paths, the checkpoint store and the lineage emitter, runs them, and reports the run as
 //! OpenLineage events (START, then COMPLETE, FAIL or ABORT).
 
+use crate::checker::{CheckOutcome, CheckScheduler, CheckTrigger, scheduler_from_spec};
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
 use crate::decider::{Decider, PATHS, RuleError, RuleSet, path_index};
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use syncmesh_crds::{PathName, SyncPipeline};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// How the pipeline is hosted.
 #[derive(Debug, Clone)]
@@ -68,13 +69,14 @@ pub enum BuildError {
 /// A pipeline built and ready to run.
 pub struct Pipeline {
     runtime: Runtime,
-    lineage: Box<dyn LineageEmitter>,
+    lineage: Arc<dyn LineageEmitter>,
     run_events: RunEvents,
     inputs: Vec<InputDataset>,
     outputs: Vec<(TableId, OutputDataset)>,
     metrics: Arc<Metrics>,
     name: String,
     breakers: Option<Arc<Breakers>>,
+    checks: Option<CheckScheduler>,
 }
 
 /// Resolves a manifest path against the manifest's directory.
@@ -136,6 +138,7 @@ impl Pipeline {
         let mut inputs = Vec::new();
         let mut tables = Vec::new();
         let mut tidb_metrics = None;
+        let mut oracle_metrics = None;
         for (i, s) in spec.sources.iter().enumerate() {
             let at = format!("spec.sources[{i}]");
             if s.kinds().len() != 1 {
@@ -163,6 +166,31 @@ impl Pipeline {
                         topic.clone(),
                     ));
                 }
+                sources.push(Box::new(source));
+                continue;
+            }
+            if let Some(ora) = &s.oracle {
+                let m = match &oracle_metrics {
+                    Some(m) => Clone::clone(m),
+                    None => {
+                        let m = crate::sources::oracle::metrics::OracleMetrics::register(
+                            &metrics.registry,
+                        )
+                        .map_err(|e| BuildError::Invalid {
+                            field: at.clone(),
+                            reason: e.to_string(),
+                        })?;
+                        oracle_metrics = Some(m.clone());
+                        m
+                    }
+                };
+                let source = crate::sources::oracle::build_source(&name, &s.name, ora, &at)
+                    .map_err(|e| BuildError::Invalid {
+                        field: e.field,
+                        reason: e.reason,
+                    })?
+                    .with_metrics(m);
+                inputs.push(InputDataset::new(ora.url.clone(), s.name.clone()));
                 sources.push(Box::new(source));
                 continue;
             }
@@ -275,19 +303,28 @@ impl Pipeline {
             Some(d) => resolve(base, &d.file),
             None => options.state_dir.join("dead-letters.jsonl"),
         };
-        let lineage: Box<dyn LineageEmitter> = match &spec.lineage {
-            Some(l) if l.file.is_some() => Box::new(
+        let lineage: Arc<dyn LineageEmitter> = match &spec.lineage {
+            Some(l) if l.file.is_some() => Arc::new(
                 FileEmitter::open(resolve(base, l.file.as_deref().unwrap_or_default())).await?,
             ),
             Some(l) if l.http.is_some() => {
-                Box::new(HttpEmitter::new(l.http.as_deref().unwrap_or_default())?)
+                Arc::new(HttpEmitter::new(l.http.as_deref().unwrap_or_default())?)
             }
-            _ => Box::new(NoopEmitter),
+            _ => Arc::new(NoopEmitter),
         };
         let namespace = spec
             .lineage
             .as_ref()
             .map_or("syncmesh".to_string(), |l| l.namespace.clone());
+        let checks = scheduler_from_spec(
+            &name,
+            spec,
+            base,
+            &metrics.registry,
+            lineage.clone(),
+            &namespace,
+        )
+        .map_err(|(field, reason)| BuildError::Invalid { field, reason })?;
         let run_events = RunEvents::new(namespace, name.clone(), new_run_id())
             .with_processing_type(if options.follow.is_some() {
                 ProcessingType::Streaming
@@ -319,7 +356,20 @@ impl Pipeline {
             metrics,
             name,
             breakers,
+            checks,
         })
+    }
+
+    /// Asks for the consistency checks of `spec.check` to run now (`None` without one). Take
+    /// it before [`Pipeline::run`].
+    pub fn check_trigger(&self) -> Option<CheckTrigger> {
+        self.checks.as_ref().map(CheckScheduler::trigger)
+    }
+
+    /// Every consistency check's outcome per table, passed or failed with counts (`None`
+    /// without `spec.check`). Subscribe before [`Pipeline::run`].
+    pub fn check_outcomes(&self) -> Option<broadcast::Receiver<CheckOutcome>> {
+        self.checks.as_ref().map(CheckScheduler::subscribe)
     }
 
     /// The sink tables' breakers (with a sink): for status (`Breakers::statuses`) and for the
@@ -343,7 +393,12 @@ impl Pipeline {
         let start = self.run_events.start(self.inputs.clone(), outputs);
         emit(&*self.lineage, &start).await;
         let stopped = stop.clone();
+        // Scheduled and on-demand checks run alongside, until the run ends.
+        let checks = self.checks.take().map(|c| tokio::spawn(c.run(stop.clone())));
         let result = self.runtime.run(stop_tx, stop).await;
+        if let Some(task) = checks {
+            task.abort();
+        }
         let event = match &result {
             Ok(_) if stopped.is_stopped() => self.run_events.abort(),
             Ok(_) => {

@@ -79,10 +79,13 @@ pub struct SourceSpec {
     /// TiDB change data: a TiCDC changefeed read from Kafka.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tidb: Option<TidbSource>,
+    /// Oracle change data from the redo logs through LogMiner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<OracleSource>,
 }
 
 /// The source kind fields, for messages.
-pub const SOURCE_KINDS: &str = "`flatFile`, `tidb`";
+pub const SOURCE_KINDS: &str = "`flatFile`, `tidb`, `oracle`";
 
 impl SourceSpec {
     /// The kind fields that are set; exactly one is valid.
@@ -94,7 +97,125 @@ impl SourceSpec {
         if self.tidb.is_some() {
             kinds.push("tidb");
         }
+        if self.oracle.is_some() {
+            kinds.push("oracle");
+        }
         kinds
+    }
+}
+
+/// Oracle redo through LogMiner (see docs/oracle.md). The position is the SCN to mine from
+/// again plus the commit SCN emitted per redo thread, so a restart neither loses nor repeats.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OracleSource {
+    /// Where the database is: `oracle://host:port/service_name` (no credentials in the URL).
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// The connector's database user and its password, by reference only.
+    pub credentials: OracleCredentials,
+    /// `OWNER.TABLE` globs of the tables to capture (names as the dictionary stores them,
+    /// usually upper case). Empty: every table outside Oracle's own schemas. Plain names are
+    /// pushed down into the LogMiner query.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// `OWNER.TABLE` globs of tables not to capture, applied after `include`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Where LogMiner reads the data dictionary from.
+    #[serde(default)]
+    pub dictionary: OracleDictionary,
+    /// The SCN a source with no saved position starts mining at; default: the current SCN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_scn: Option<u64>,
+    /// Mining window sizes in SCNs: the window doubles while behind and halves once caught up.
+    #[serde(default)]
+    pub window: OracleWindow,
+    /// Transactions open longer than this (database time) are abandoned: dropped, counted
+    /// and logged, so they stop holding back the resume SCN. 0 never abandons.
+    #[serde(default = "default_abandon_after")]
+    pub abandon_after_seconds: u64,
+    /// Bytes one transaction may hold in memory before its rows spill to disk.
+    #[serde(default = "default_txn_memory")]
+    pub transaction_memory_limit_bytes: u64,
+    /// Directory for spilled transactions; default: the system temp directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<String>,
+    /// Milliseconds to wait when mining has caught up with the current SCN.
+    #[serde(default = "default_oracle_poll")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_abandon_after() -> u64 {
+    4 * 3600
+}
+
+fn default_txn_memory() -> u64 {
+    64 << 20
+}
+
+fn default_oracle_poll() -> u64 {
+    1000
+}
+
+/// Credentials by reference: never a password in the manifest.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OracleCredentials {
+    /// The database user.
+    #[schemars(length(min = 1))]
+    pub user: String,
+    /// Environment variable holding the password (`syncmesh run`, or a Pod env from a Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Kubernetes Secret (in the pipeline's namespace) whose `password` key holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// LogMiner dictionary mode.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OracleDictionary {
+    /// `DICT_FROM_ONLINE_CATALOG`: fast; rows are rendered with the current table definitions.
+    #[default]
+    OnlineCatalog,
+    /// `DICT_FROM_REDO_LOGS` with `DDL_DICT_TRACKING`, after `DBMS_LOGMNR_D.BUILD`: rows match
+    /// the table as it was when changed, across DDL.
+    RedoLogs,
+}
+
+/// Mining window bounds, in SCNs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OracleWindow {
+    #[serde(default = "default_window_min")]
+    pub min: u64,
+    #[serde(default = "default_window_max")]
+    pub max: u64,
+    #[serde(default = "default_window_initial")]
+    pub initial: u64,
+}
+
+fn default_window_min() -> u64 {
+    1_000
+}
+
+fn default_window_max() -> u64 {
+    100_000
+}
+
+fn default_window_initial() -> u64 {
+    20_000
+}
+
+impl Default for OracleWindow {
+    fn default() -> Self {
+        Self {
+            min: default_window_min(),
+            max: default_window_max(),
+            initial: default_window_initial(),
+        }
     }
 }
 

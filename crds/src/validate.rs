@@ -67,6 +67,44 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
                 format!("set exactly one source kind ({SOURCE_KINDS}); found {found}"),
             ));
         }
+        if let Some(ora) = &source.oracle {
+            let at = format!("{at}.oracle");
+            if !ora.url.starts_with("oracle://") || ora.url.contains('@') {
+                issues.push(FieldIssue::new(
+                    format!("{at}.url"),
+                    "expected `oracle://host:port/service_name`, without credentials",
+                ));
+            }
+            let c = &ora.credentials;
+            if c.password_env.is_some() == c.secret_name.is_some() {
+                issues.push(FieldIssue::new(
+                    format!("{at}.credentials"),
+                    "set exactly one of `passwordEnv` and `secretName`",
+                ));
+            }
+            for (field, globs) in [("include", &ora.include), ("exclude", &ora.exclude)] {
+                for (j, g) in globs.iter().enumerate() {
+                    if !g.contains('.') {
+                        issues.push(FieldIssue::new(
+                            format!("{at}.{field}[{j}]"),
+                            format!("expected `OWNER.TABLE`, found `{g}`"),
+                        ));
+                    } else if let Err(e) = globset::Glob::new(g) {
+                        issues.push(FieldIssue::new(format!("{at}.{field}[{j}]"), e.to_string()));
+                    }
+                }
+            }
+            let w = &ora.window;
+            if w.min == 0 || w.min > w.initial || w.initial > w.max {
+                issues.push(FieldIssue::new(
+                    format!("{at}.window"),
+                    format!(
+                        "expected 0 < min <= initial <= max, found {} / {} / {}",
+                        w.min, w.initial, w.max
+                    ),
+                ));
+            }
+        }
         if let Some(tidb) = &source.tidb {
             for (j, table) in tidb.tables.iter().enumerate() {
                 if let Err(e) = globset::Glob::new(table) {
@@ -275,6 +313,42 @@ spec:
     #[test]
     fn valid_spec_has_no_issues() {
         assert!(issues("  batch: {url: out}\n").is_empty());
+    }
+
+    #[test]
+    fn oracle_sources_take_credentials_by_reference_only() {
+        let manifest = |oracle: &str| {
+            format!(
+                "apiVersion: syncmesh.io/v1alpha1\nkind: SyncPipeline\nmetadata: {{name: t}}\n\
+                 spec:\n  batch: {{url: out}}\n  sources:\n    - name: ora\n      oracle: {oracle}\n"
+            )
+        };
+        let check = |oracle: &str| match parse_manifest(&manifest(oracle)) {
+            Ok(p) => validate_spec(&p.spec),
+            Err(crate::ManifestError::Invalid(issues)) => issues,
+            Err(e) => panic!("{e}"),
+        };
+        let ok = "{url: 'oracle://db:1521/ORCLPDB1', credentials: {user: CDC, passwordEnv: ORA_PW}, include: [BANK.ACCOUNTS], dictionary: redoLogs, window: {min: 10, initial: 20, max: 40}}";
+        assert_eq!(check(ok), vec![]);
+        let paths = |o: &str| check(o).into_iter().map(|i| i.path).collect::<Vec<_>>();
+        assert_eq!(
+            paths(
+                "{url: 'oracle://cdc:pw@db/X', credentials: {user: CDC}, include: [ACCOUNTS], window: {min: 50, initial: 20, max: 40}}"
+            ),
+            [
+                "spec.sources[0].oracle.url",
+                "spec.sources[0].oracle.credentials",
+                "spec.sources[0].oracle.include[0]",
+                "spec.sources[0].oracle.window",
+            ]
+        );
+        assert!(
+            parse_manifest(&manifest(
+                "{url: 'oracle://db/X', credentials: {user: CDC, password: secret}}"
+            ))
+            .is_err(),
+            "an inline password is an unknown field"
+        );
     }
 
     #[test]

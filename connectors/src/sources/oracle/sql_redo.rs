@@ -415,9 +415,10 @@ pub fn parse_redo(sql: &str) -> Result<RedoStatement<'_>> {
         c.expect_keyword("into", "`into` after `insert`")?;
         let (schema, table) = c.table()?;
         c.expect_byte(b'(', "`(` before the column list")?;
-        let mut names: Vec<&str> = Vec::with_capacity(16);
+        // One vector: names first, values filled in place (no second allocation).
+        let mut values: Vec<(&str, Literal<'_>)> = Vec::with_capacity(16);
         loop {
-            names.push(c.name()?);
+            values.push((c.name()?, Literal::Null));
             c.ws();
             if c.byte(b')') {
                 break;
@@ -428,12 +429,11 @@ pub fn parse_redo(sql: &str) -> Result<RedoStatement<'_>> {
         }
         c.expect_keyword("values", "`values`")?;
         c.expect_byte(b'(', "`(` before the values")?;
-        let mut values = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
+        for i in 0..values.len() {
             if i > 0 {
                 c.expect_byte(b',', "`,` between values (fewer values than columns)")?;
             }
-            values.push((*name, c.literal()?));
+            values[i].1 = c.literal()?;
         }
         c.expect_byte(b')', "`)` after the values (more values than columns)")?;
         c.end()?;
