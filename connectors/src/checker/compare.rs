@@ -10,8 +10,7 @@ use super::sql::{Engine, SideColumn};
 use super::{CheckError, CheckOptions};
 use crate::event::{ColumnType, Value};
 use crate::sinks::table::TableName;
-use futures::TryStreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -252,34 +251,34 @@ impl TableCheck {
     ) -> Result<CheckReport, CheckError> {
         let started = Instant::now();
         let chunk_size = self.options.chunk_size;
-        let source = self.source.clone();
-
         // Chunk boundaries come from the source by keyset pagination, one after the other;
-        // the digests of up to `parallelism` chunks run meanwhile, both sides at once.
-        let ranges = futures::stream::try_unfold(Some(None::<Key>), move |state| {
-            let source = source.clone();
-            async move {
-                let Some(lower) = state else {
-                    return Ok(None);
-                };
-                let upper = source.boundary(lower.as_ref(), chunk_size).await?;
-                let next = upper.clone().map(Some);
-                Ok::<_, CheckError>(Some((KeyRange { lower, upper }, next)))
-            }
-        });
-        let mut digests = std::pin::pin!(
-            ranges
-                .map_ok(|range| async move {
-                    let (s, k) =
-                        futures::try_join!(self.source.digest(&range), self.sink.digest(&range))?;
-                    Ok::<_, CheckError>((range, s, k))
-                })
-                .try_buffered(self.options.parallelism)
-        );
-
+        // the digests of up to `parallelism` chunks run meanwhile as tasks, both sides at once.
+        let mut in_flight = VecDeque::new();
+        let mut lower: Option<Key> = None;
+        let mut more = true;
         let mut p = CheckProgress::default();
         let mut mismatched = Vec::new();
-        while let Some((range, s, k)) = digests.try_next().await? {
+        loop {
+            while more && in_flight.len() < self.options.parallelism {
+                let upper = self.source.boundary(lower.as_ref(), chunk_size).await?;
+                more = upper.is_some();
+                let range = KeyRange {
+                    lower: std::mem::replace(&mut lower, upper.clone()),
+                    upper,
+                };
+                let (source, sink, r) = (self.source.clone(), self.sink.clone(), range.clone());
+                let task =
+                    tokio::spawn(
+                        async move { futures::try_join!(source.digest(&r), sink.digest(&r)) },
+                    );
+                in_flight.push_back((range, task));
+            }
+            let Some((range, task)) = in_flight.pop_front() else {
+                break;
+            };
+            let (s, k) = task
+                .await
+                .map_err(|e| CheckError::Invalid(format!("a digest task failed: {e}")))??;
             p.chunks += 1;
             p.source_rows += s.rows;
             p.sink_rows += k.rows;
@@ -289,7 +288,6 @@ impl TableCheck {
             }
             progress(p);
         }
-        drop(digests);
 
         p.locating = true;
         let mut found = Findings::default();

@@ -24,7 +24,7 @@ mod compare;
 mod fix;
 mod key;
 mod report;
-// pub mod schedule;
+pub mod schedule;
 mod side;
 mod sql;
 
@@ -33,7 +33,10 @@ pub use compare::{ResolvedSchema, TableCheck, check_table, parse_table_name, res
 pub use fix::{FixTarget, literal};
 pub use key::{Key, KeyRange};
 pub use report::{CheckProgress, CheckReport, RowDifference, SideReport};
-// pub use schedule::{CheckOutcome, CheckScheduler, CheckTrigger, CheckVerdict, ScheduledTable};
+pub use schedule::{
+    CheckOutcome, CheckScheduler, CheckTrigger, CheckVerdict, ScheduledTable, scheduler_from_spec,
+    tables_from_spec,
+};
 pub use side::{Database, HashMode, NativeColumn, NativeTable, SqlSide, TableSide};
 pub use sql::{Engine, SideColumn, Statement, TableSql};
 

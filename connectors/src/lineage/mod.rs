@@ -18,6 +18,7 @@
 mod builder;
 mod emit;
 mod model;
+mod quality;
 
 pub use builder::{ProcessingType, RunEvents, new_run_id};
 pub use emit::{FileEmitter, HttpEmitter, LineageEmitter, LineageError, NoopEmitter};
@@ -27,4 +28,7 @@ pub use model::{
     JobTypeJobFacet, OutputDataset, OutputDatasetFacets, OutputStatisticsOutputDatasetFacet,
     ProcessingEngineRunFacet, RUN_EVENT_SCHEMA_URL, Run, RunEvent, RunFacets, SchemaDatasetFacet,
     SchemaField, facet_schema_urls, producer,
+};
+pub use quality::{
+    Assertion, DATA_QUALITY_ASSERTIONS_FACET_URL, DataQualityAssertionsDatasetFacet,
 };

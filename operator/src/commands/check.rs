@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use syncmesh_connectors::checker::{
     CheckOptions, CheckProgress, CheckReport, HashMode, check_table, parse_table_name,
+    tables_from_spec,
 };
-use syncmesh_connectors::event::TableId;
-use syncmesh_connectors::sinks::table::{TableName, TableSinkOptions};
+use syncmesh_connectors::sinks::table::TableName;
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -198,98 +198,41 @@ fn progress_text(p: &CheckProgress) -> String {
     )
 }
 
-/// The tables of a pipeline: `spec.check.tables` (or the pipeline's own tables), each compared
-/// between `spec.check.sourceUrl` and its table in `spec.sink`.
+/// The tables of a pipeline (see `tables_from_spec`), or only `--table`.
 fn manifest_jobs(path: &Path, only: Option<&str>) -> Result<(String, Vec<Job>, u64), Failure> {
     let manifest = load(path)?;
     let name = manifest.metadata.name.clone().unwrap_or_default();
-    let spec = &manifest.spec;
     let invalid = |field: &str, reason: &str| {
         Failure::bad_input(anyhow!("{field}: {reason}")).context_path(path)
     };
-    let check = spec.check.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.check",
-            "the pipeline has no `check` section naming the source database (sourceUrl)",
-        )
-    })?;
-    let sink = spec
-        .sink
-        .as_ref()
-        .ok_or_else(|| invalid("spec.sink", "the pipeline has no sink to check"))?;
-    let base = base_dir(path);
-    let mut tables: Vec<String> = check.tables.clone();
-    if tables.is_empty() {
-        for source in &spec.sources {
-            if let Some(ff) = &source.flat_file {
-                tables.push(ff.table.clone());
-            }
-            if let Some(tidb) = &source.tidb {
-                tables.extend(
-                    tidb.tables
-                        .iter()
-                        .filter(|t| !t.contains(['*', '?', '[']))
-                        .cloned(),
-                );
-            }
-        }
-    }
+    let mut tables = tables_from_spec(&manifest.spec, &base_dir(path))
+        .map_err(|(field, reason)| invalid(&field, &reason))?;
     if let Some(only) = only {
-        if !tables.iter().any(|t| t == only) {
+        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        if !names.contains(&only) {
             return Err(invalid(
                 "--table",
-                &format!("`{only}` is not one of the pipeline's tables {tables:?}"),
+                &format!("`{only}` is not one of the pipeline's tables {names:?}"),
             ));
         }
-        tables = vec![only.to_string()];
+        tables.retain(|t| t.name == only);
     }
-    if tables.is_empty() {
-        return Err(invalid(
-            "spec.check.tables",
-            "name the tables to check (`schema.table`)",
-        ));
-    }
-    let mut naming = TableSinkOptions::default();
-    for (source_table, target) in &sink.tables {
-        naming
-            .tables
-            .insert(TableId::parse(source_table), TableName::new(target.clone()));
-    }
-    let source_url = resolve_sqlite(&check.source_url, &base);
-    let sink_url = resolve_sqlite(&sink.url, &base);
+    let chunk_size = manifest
+        .spec
+        .check
+        .as_ref()
+        .map_or(CheckOptions::default().chunk_size, |c| c.chunk_size);
     let jobs = tables
-        .iter()
-        .map(|t| {
-            let id = TableId::parse(t);
-            Job {
-                name: t.clone(),
-                source_url: source_url.clone(),
-                // A SQLite file has no schemas: the table is looked up by its name alone.
-                source_table: if source_url.starts_with("sqlite:") {
-                    TableName::new(id.table.clone())
-                } else {
-                    TableName::with_schema(id.schema.clone(), id.table.clone())
-                },
-                sink_url: sink_url.clone(),
-                sink_table: naming.target_for(&id),
-            }
+        .into_iter()
+        .map(|t| Job {
+            name: t.name,
+            source_url: t.source_url,
+            source_table: t.source_table,
+            sink_url: t.sink_url,
+            sink_table: t.sink_table,
         })
         .collect();
-    Ok((name, jobs, check.chunk_size))
-}
-
-/// `sqlite://relative/path` is relative to the manifest's directory, as in `syncmesh run`.
-fn resolve_sqlite(url: &str, base: &Path) -> String {
-    match url.strip_prefix("sqlite://") {
-        Some(rest) if !rest.starts_with('/') && !rest.starts_with(":memory:") => {
-            let p = base.join(rest);
-            format!(
-                "sqlite://{}",
-                std::path::absolute(&p).unwrap_or(p).display()
-            )
-        }
-        _ => url.to_string(),
-    }
+    Ok((name, jobs, chunk_size))
 }
 
 trait WithPath {
