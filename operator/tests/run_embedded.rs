@@ -222,9 +222,41 @@ fn checkpointed_record_count(dir: &Path) -> u64 {
     }
 }
 
+/// Starts `syncmesh run` and SIGKILLs it once at least `records` records are checkpointed;
+/// returns the checkpointed count right after the kill.
+fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64, total: u64) -> u64 {
+    let mut child = Command::new(bin())
+        .args(["run", manifest.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpointed_record_count(dir) < records {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed at {records}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint progress to {records} within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let at_kill = checkpointed_record_count(dir);
+    assert!(at_kill < total, "killed at {at_kill}, before the end");
+    at_kill
+}
+
 #[test]
 fn sigkill_midway_then_restart_delivers_every_record_once() {
-    let files = many_records(6, 10_000);
+    const FILES: usize = 6;
+    const PER_FILE: usize = 10_000;
+    let total = (FILES * PER_FILE) as u64;
+    let files = many_records(FILES, PER_FILE);
     let (dir, manifest) = quickstart_copy(
         &files
             .iter()
@@ -239,43 +271,36 @@ fn sigkill_midway_then_restart_delivers_every_record_once() {
             .replace("maxEvents: 4000", "maxEvents: 1500"),
     )
     .expect("edit manifest");
-    let mut child = Command::new(bin())
-        .args(["run", manifest.to_str().expect("utf-8")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    // Kill once some, but not all, progress is checkpointed.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = checkpointed_record_count(dir.path());
-        if n >= 6_000 {
-            break;
-        }
+    // Killed three times, in the first, the third and the fifth file; each restart resumes
+    // from the checkpoint the previous run left, never from the start.
+    let mut committed = 0;
+    for threshold in [6_000, 25_000, 45_000] {
+        let at_kill = run_and_kill_at(dir.path(), &manifest, threshold, total);
         assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before it could be killed"
+            at_kill >= committed,
+            "the checkpoint went back from {committed} to {at_kill}"
         );
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint progress within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        committed = at_kill;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    let at_kill = checkpointed_record_count(dir.path());
-    assert!(at_kill < 60_000, "killed before the end");
 
     let out = syncmesh(&["run", manifest.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let reread = events_read(&text(&out.stdout));
     assert!(
-        reread <= 60_000 - at_kill,
-        "resumed from the checkpoint: read {reread} after {at_kill} were committed"
+        reread <= total - committed,
+        "resumed from the checkpoint: read {reread} after {committed} were committed"
     );
+    assert_eq!(checkpointed_record_count(dir.path()), total);
+    // Every record in the sink exactly once (sink_rows fails on a repeated ACCOUNT-ID), with
+    // the values of the last record per key.
     assert_sink_equals_source(dir.path());
+    assert_eq!(
+        sink_rows(&dir.path().join("out/sink.db")).len() as u64,
+        total,
+        "one row per record"
+    );
+    // Every record is in a committed snapshot (a replay after a kill may add it twice).
+    assert!(manifests_rows(dir.path()) >= total);
     // Snapshots a killed writer left without a manifest were removed on restart.
     let listed: usize = std::fs::read_dir(dir.path().join("out/snapshots/bank.ledger/_manifests"))
         .expect("manifests")
