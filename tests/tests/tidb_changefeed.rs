@@ -363,16 +363,18 @@ async fn run_until_killed(
     Ok(())
 }
 
-/// Runs the pipeline until the output holds `expected` records, then stops it cleanly.
+/// Runs the pipeline until the output holds `expected` records, then stops it cleanly;
+/// returns the metrics it exported.
 async fn run_to_end(
     dir: &Path,
     manifest: &str,
     brokers: &str,
     out_topic: &str,
     expected: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let pipeline = syncmesh_crds::parse_manifest(manifest)?;
-    let built = Pipeline::build(&pipeline, &options(dir), Arc::new(Metrics::new())).await?;
+    let metrics = Arc::new(Metrics::new());
+    let built = Pipeline::build(&pipeline, &options(dir), metrics.clone()).await?;
     let (stop_tx, stop) = StopSignal::new();
     let stopper = stop_tx.clone();
     let task = tokio::spawn(async move { built.run(stop_tx, stop).await });
@@ -392,7 +394,7 @@ async fn run_to_end(
     let summary = task.await?;
     waited?;
     summary?;
-    Ok(())
+    Ok(metrics.render())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +423,19 @@ async fn a_changefeed_with_restarts_and_resends_yields_each_change_once_typed() 
     produce(&kafka.brokers, &topic, second).await?;
     run_until_killed(dir.path(), &manifest, &kafka.brokers, &out_topic, seen + 1).await?;
     produce(&kafka.brokers, &topic, third).await?;
-    run_to_end(dir.path(), &manifest, &kafka.brokers, &out_topic, expected).await?;
+    let metrics = run_to_end(dir.path(), &manifest, &kafka.brokers, &out_topic, expected).await?;
+    for metric in [
+        "syncmesh_tidb_events_total",
+        "syncmesh_tidb_duplicates_total",
+        "syncmesh_tidb_resolved_ts",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with(metric))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(value > 0.0, "{metric} exported and counting: {value}");
+    }
 
     let out = output(&kafka.brokers, &out_topic).await?;
     let got: Vec<Change> = out.iter().map(|(c, _)| *c).collect();

@@ -11,7 +11,7 @@
 
 use super::mysql_type::{Family, MysqlType};
 use crate::event::{Column, SnapshotCursor, TableId, TableSchema, Value};
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{Arguments, AssertSqlSafe, Row};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -94,6 +94,8 @@ pub struct Snapshotter {
     pub watermark_table: TableId,
     /// This source's row in the watermark table.
     id: String,
+    /// The upstream is TiDB (`VERSION()` says so): chunks are read at the low watermark's TSO.
+    tidb: bool,
     info: HashMap<TableId, TableInfo>,
 }
 
@@ -163,7 +165,16 @@ impl Snapshotter {
                 what: "connecting",
                 source,
             })?;
+        let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+            .fetch_one(&pool)
+            .await
+            .map_err(|source| SnapshotError::Sql {
+                table: watermark_table.to_string(),
+                what: "reading the server version",
+                source,
+            })?;
         let s = Self {
+            tidb: version.contains("TiDB"),
             pool,
             tables,
             chunk_size: spec.chunk_size.max(1),
@@ -305,7 +316,7 @@ impl Snapshotter {
         Ok(self.table_info(table).await?.schema.clone())
     }
 
-    async fn mark(&self, mark: &str) -> Result<(), SnapshotError> {
+    async fn mark(&self, conn: &mut MySqlConnection, mark: &str) -> Result<(), SnapshotError> {
         let sql = format!(
             "INSERT INTO {} (id, mark) VALUES (?, ?) ON DUPLICATE KEY UPDATE mark = VALUES(mark)",
             quoted(&self.watermark_table)
@@ -313,10 +324,34 @@ impl Snapshotter {
         sqlx::query(AssertSqlSafe(sql))
             .bind(&self.id)
             .bind(mark)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map(|_| ())
             .map_err(|e| self.sql(&self.watermark_table, "writing a watermark", e))
+    }
+
+    /// On TiDB, the commit TS of the low watermark just written on `conn`: the chunk is then
+    /// read at exactly that TSO (`tidb_snapshot`), the state the window starts from.
+    async fn low_watermark_ts(
+        &self,
+        conn: &mut MySqlConnection,
+    ) -> Result<Option<u64>, SnapshotError> {
+        if !self.tidb {
+            return Ok(None);
+        }
+        let ts: Option<String> = sqlx::query_scalar(
+            "SELECT CAST(JSON_EXTRACT(@@tidb_last_txn_info, '$.commit_ts') AS CHAR)",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| {
+            self.sql(
+                &self.watermark_table,
+                "reading the watermark's commit TS",
+                e,
+            )
+        })?;
+        Ok(ts.and_then(|t| t.trim().parse().ok()))
     }
 
     /// Opens the window for the chunk after `cursor`; `None` once every table is read.
@@ -328,14 +363,23 @@ impl Snapshotter {
         let chunk_size = self.chunk_size as usize;
         let low = format!("low-{}", uuid::Uuid::now_v7());
         let high = format!("high-{}", uuid::Uuid::now_v7());
-        self.mark(&low).await?;
+        self.table_info(&table).await?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.sql(&table, "connecting", e))?;
+        self.mark(&mut conn, &low).await?;
+        let pin = self.low_watermark_ts(&mut conn).await?;
         let (rows, schema) = {
-            let pool = self.pool.clone();
-            let info = self.table_info(&table).await?;
-            let rows = read_chunk(&pool, &table, info, &cursor.after).await?;
+            let info = self.info.get(&table).ok_or_else(|| SnapshotError::Table {
+                table: table.to_string(),
+                reason: "schema not loaded".into(),
+            })?;
+            let rows = read_chunk(&mut conn, &table, info, &cursor.after, pin).await?;
             (rows, info.schema.clone())
         };
-        self.mark(&high).await?;
+        self.mark(&mut conn, &high).await?;
         let next = match rows.last() {
             Some((_, last)) if rows.len() >= chunk_size => SnapshotCursor {
                 table: Some(name.clone()),
@@ -369,11 +413,28 @@ impl Snapshotter {
     }
 }
 
+/// The statements around a chunk read: pinned to a TSO on TiDB, otherwise one statement in a
+/// consistent-snapshot transaction (on MySQL/MariaDB). Either way the chunk is one
+/// point-in-time read inside its window.
+pub fn chunk_statements(pin: Option<u64>) -> (String, String) {
+    match pin {
+        Some(ts) => (
+            format!("SET @@tidb_snapshot = '{ts}'"),
+            "SET @@tidb_snapshot = ''".to_string(),
+        ),
+        None => (
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT".to_string(),
+            "COMMIT".to_string(),
+        ),
+    }
+}
+
 async fn read_chunk(
-    pool: &MySqlPool,
+    conn: &mut MySqlConnection,
     table: &TableId,
     info: &TableInfo,
     after: &[String],
+    pin: Option<u64>,
 ) -> Result<Vec<(String, Vec<Value>)>, SnapshotError> {
     let sql_err = |what: &'static str, source: sqlx::Error| SnapshotError::Sql {
         table: table.to_string(),
@@ -410,21 +471,20 @@ async fn read_chunk(
         format!("WHERE ({}) > ({marks})", keys.join(", "))
     };
     let sql = info.select.replace("{where}", &where_clause);
-    // One statement in a consistent-snapshot transaction: on TiDB and MySQL alike, the chunk
-    // is one point-in-time read; the window reconciles it with the stream.
-    let mut conn = pool.acquire().await.map_err(|e| sql_err("connecting", e))?;
-    sqlx::raw_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    let (before, after_read) = chunk_statements(pin);
+    sqlx::raw_sql(AssertSqlSafe(before))
         .execute(&mut *conn)
         .await
-        .map_err(|e| sql_err("starting the chunk transaction", e))?;
+        .map_err(|e| sql_err("pinning the chunk read", e))?;
     let rows = sqlx::query_with(AssertSqlSafe(sql), args)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| sql_err("reading a chunk", e))?;
-    sqlx::raw_sql("COMMIT")
+        .await;
+    // Unpin even when the read failed: the connection goes back to the pool.
+    let unpinned = sqlx::raw_sql(AssertSqlSafe(after_read))
         .execute(&mut *conn)
-        .await
-        .map_err(|e| sql_err("ending the chunk transaction", e))?;
+        .await;
+    let rows = rows.map_err(|e| sql_err("reading a chunk", e))?;
+    unpinned.map_err(|e| sql_err("ending the chunk read", e))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let mut values = Vec::with_capacity(info.types.len());
@@ -461,4 +521,26 @@ fn hex(text: &str) -> Option<Vec<u8>> {
             u8::from_str_radix(s, 16).ok()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_reads_are_pinned_on_tidb_and_transactional_elsewhere() {
+        let (pin, unpin) = chunk_statements(Some(429918007904436226));
+        assert_eq!(pin, "SET @@tidb_snapshot = '429918007904436226'");
+        assert_eq!(unpin, "SET @@tidb_snapshot = ''");
+        let (begin, end) = chunk_statements(None);
+        assert_eq!(begin, "START TRANSACTION WITH CONSISTENT SNAPSHOT");
+        assert_eq!(end, "COMMIT");
+    }
+
+    #[test]
+    fn hex_decodes_what_hex_encodes() {
+        assert_eq!(hex("00FF26"), Some(vec![0, 255, 38]));
+        assert_eq!(hex("0"), None);
+        assert_eq!(hex("zz"), None);
+    }
 }
