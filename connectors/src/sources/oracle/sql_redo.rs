@@ -429,11 +429,11 @@ pub fn parse_redo(sql: &str) -> Result<RedoStatement<'_>> {
         }
         c.expect_keyword("values", "`values`")?;
         c.expect_byte(b'(', "`(` before the values")?;
-        for i in 0..values.len() {
+        for (i, slot) in values.iter_mut().enumerate() {
             if i > 0 {
                 c.expect_byte(b',', "`,` between values (fewer values than columns)")?;
             }
-            values[i].1 = c.literal()?;
+            slot.1 = c.literal()?;
         }
         c.expect_byte(b')', "`)` after the values (more values than columns)")?;
         c.end()?;
@@ -792,10 +792,8 @@ mod tests {
             let st = parse_redo(&sql).map_err(|e| TestCaseError::fail(format!("{e}\n{sql}")))?;
             prop_assert_eq!(st.schema, schema.as_str());
             prop_assert_eq!(st.table, table.as_str());
-            let (image, expected_values): (&[(&str, Literal<'_>)], &[(String, Val)]) = match kind {
-                0 => (&st.values, &row),
-                _ => (&st.before, &row),
-            };
+            let image = if kind == 0 { &st.values } else { &st.before };
+            let expected_values = &row;
             prop_assert_eq!(image.len(), expected_values.len());
             for ((n, lit), (en, ev)) in image.iter().zip(expected_values) {
                 prop_assert_eq!(*n, en.as_str());

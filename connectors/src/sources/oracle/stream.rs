@@ -233,7 +233,7 @@ impl ChangeStream {
             Outcome::Ignored { xid, reason } => self.ignored.push((xid, reason)),
             Outcome::Nothing | Outcome::RolledBack(_) => {}
         }
-        if self.stats.rows % 8192 == 0 {
+        if self.stats.rows.is_multiple_of(8192) {
             self.abandon_old();
         }
         Ok(())
@@ -291,8 +291,7 @@ impl ChangeStream {
             commit_time: txn.commit_time.map(|t| t.and_utc()),
         };
         self.committed.insert(thread, commit_scn);
-        let mut index: u32 = 0;
-        for row in txn.into_rows()? {
+        for (index, row) in (0u32..).zip(txn.into_rows()?) {
             let row = row?;
             let last = u64::from(index) + 1 >= total;
             let resume_scn = if last {
@@ -309,7 +308,6 @@ impl ChangeStream {
                 xid: xid.clone(),
                 index,
             };
-            index += 1;
             if let Some(after) = &self.resume_after
                 && position.not_after(after) == Some(true)
             {

@@ -167,7 +167,7 @@ fn float(text: &str) -> Result<Value, ValueError> {
 /// `HEXTORAW` text: an even number of hex digits.
 pub fn hex(text: &str) -> Result<Vec<u8>, ValueError> {
     let b = text.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(bad(text, "hex string", "odd number of digits"));
     }
     let digit = |c: u8, at: usize| -> Result<u8, ValueError> {
