@@ -1,4 +1,4 @@
 //! Sinks: where change events land at the end of a path.
 
-pub mod table;
 pub mod breaker;
+pub mod table;

@@ -229,7 +229,7 @@ impl Events {
         let name = format!("acct-{id}-v{}-é", self.n + 1);
         let balance = format!("{}.{:02}", id * 100 + self.n as i64, self.n % 100);
         self.model.insert(id, (name.clone(), balance.clone()));
-        let op = if self.model.len() % 2 == 0 {
+        let op = if self.model.len().is_multiple_of(2) {
             Operation::Update
         } else {
             Operation::Insert

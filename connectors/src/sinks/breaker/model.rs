@@ -200,10 +200,10 @@ fn every_interleaving_keeps_the_invariants() {
     let mut failures = Vec::new();
     let mut states = std::collections::BTreeSet::new();
     let n = interleavings(&[applier, checker, time], &mut |ops| {
-        if let Err(e) = run(ops, 2) {
-            if failures.len() < 5 {
-                failures.push(format!("{e}\n  ops: {ops:?}"));
-            }
+        if let Err(e) = run(ops, 2)
+            && failures.len() < 5
+        {
+            failures.push(format!("{e}\n  ops: {ops:?}"));
         }
         // Which final states the interleavings reach (all three must be reachable, or the
         // model exercises less than it claims).

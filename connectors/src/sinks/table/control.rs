@@ -9,6 +9,9 @@ use crate::event::{ChangeEvent, TableSchema, Value};
 use chrono::{SecondsFormat, Utc};
 use sqlx::{AssertSqlSafe, Executor, IntoArguments};
 
+/// `state, shadow, old_table, reason` as read.
+type RawControlRow = (String, String, String, Option<String>);
+
 /// A table's row in the control table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlRow {
@@ -52,7 +55,7 @@ impl TableWriter {
         }
         let sql = self.dialect.control_row_sql(&st.control);
         let key = st.key();
-        let row: Result<Option<(String, String, String, Option<String>)>, sqlx::Error> = on_pool!(&self.pools, p => sqlx::query_as(AssertSqlSafe(sql)).bind(key).fetch_optional(p).await);
+        let row: Result<Option<RawControlRow>, sqlx::Error> = on_pool!(&self.pools, p => sqlx::query_as(AssertSqlSafe(sql)).bind(key).fetch_optional(p).await);
         let row = row.map_err(|source| TableSinkError::Query {
             table: st.control.clone(),
             source,
