@@ -394,7 +394,10 @@ impl Pipeline {
         emit(&*self.lineage, &start).await;
         let stopped = stop.clone();
         // Scheduled and on-demand checks run alongside, until the run ends.
-        let checks = self.checks.take().map(|c| tokio::spawn(c.run(stop.clone())));
+        let checks = self
+            .checks
+            .take()
+            .map(|c| tokio::spawn(c.run(stop.clone())));
         let result = self.runtime.run(stop_tx, stop).await;
         if let Some(task) = checks {
             task.abort();

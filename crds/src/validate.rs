@@ -287,7 +287,9 @@ spec:
             ["spec.check", "spec.check.schedule", "spec.check.tables[0]"],
             "{found:?}"
         );
-        let ok = issues("  batch: {url: out}\n  sink: {url: 'sqlite://s.db'}\n  check: {sourceUrl: 'mysql://h/db'}");
+        let ok = issues(
+            "  batch: {url: out}\n  sink: {url: 'sqlite://s.db'}\n  check: {sourceUrl: 'mysql://h/db'}",
+        );
         assert!(ok.is_empty(), "{ok:?}");
     }
 

@@ -154,11 +154,7 @@ async fn main() -> anyhow::Result<()> {
         &format!("DELETE FROM snk WHERE id IN (1, {mid}, {rows})"),
     )
     .await?;
-    exec(
-        pool,
-        &format!("UPDATE snk SET amount = amount + 0.01 WHERE id = 7"),
-    )
-    .await?;
+    exec(pool, "UPDATE snk SET amount = amount + 0.01 WHERE id = 7").await?;
     exec(
         pool,
         &format!("UPDATE snk SET note = 'changed' WHERE id = {}", mid + 1),

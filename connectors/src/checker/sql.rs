@@ -98,16 +98,6 @@ pub struct Statement {
     pub binds: Vec<(Value, ColumnType)>,
 }
 
-impl Statement {
-    fn new(engine: Engine) -> Builder {
-        Builder {
-            engine,
-            sql: String::new(),
-            binds: Vec::new(),
-        }
-    }
-}
-
 struct Builder {
     engine: Engine,
     sql: String,
@@ -115,6 +105,14 @@ struct Builder {
 }
 
 impl Builder {
+    fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            sql: String::new(),
+            binds: Vec::new(),
+        }
+    }
+
     fn push(&mut self, text: &str) {
         self.sql.push_str(text);
     }
@@ -241,7 +239,7 @@ impl TableSql {
             Engine::Oracle => format!("TO_CHAR(NVL(SUM({h}), 0))"),
             Engine::Sqlite => "'0'".into(),
         };
-        let mut b = Statement::new(self.engine);
+        let mut b = Builder::new(self.engine);
         b.push(&format!(
             "SELECT COUNT(*), {sum} FROM {}",
             self.engine.quote_table(&self.table)
@@ -261,7 +259,7 @@ impl TableSql {
             .map(|&i| self.native_expr(i))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut b = Statement::new(self.engine);
+        let mut b = Builder::new(self.engine);
         b.push(&format!(
             "SELECT {selected} FROM (SELECT {keys} FROM {}",
             self.engine.quote_table(&self.table)
@@ -288,7 +286,7 @@ impl TableSql {
             .map(|i| self.native_expr(i))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut b = Statement::new(self.engine);
+        let mut b = Builder::new(self.engine);
         b.push(&format!(
             "SELECT {selected} FROM {}",
             self.engine.quote_table(&self.table)
