@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(n.shadow, TableName::with_schema("dw", "accounts_shadow"));
         assert_eq!(n.old, TableName::with_schema("dw", "accounts_old"));
         assert_eq!(n.control, TableName::with_schema("dw", "_syncmesh_breaker"));
-        let long = ShadowTable::new(TableName::new("x".repeat(58)));
+        let long = ShadowTable::new(TableName::new("x".repeat(57)));
         assert!(
             long.check_names(Dialect::Postgres)
                 .unwrap_err()
