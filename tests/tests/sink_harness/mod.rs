@@ -315,9 +315,11 @@ pub struct Harness {
     pub st: ShadowTable,
 }
 
+/// Breaker thresholds of the tests: the latency threshold is far from both the healthy write
+/// time and the injected latency, so a loaded machine does not flip the outcome.
 pub fn config() -> BreakerConfig {
     BreakerConfig {
-        latency_threshold: Duration::from_millis(150),
+        latency_threshold: Duration::from_millis(400),
         min_samples: 2,
         window: Duration::from_secs(60),
         cool_down: Duration::from_secs(30),
@@ -329,10 +331,14 @@ pub fn config() -> BreakerConfig {
 impl Harness {
     /// A fresh applier (and breakers, and clock) on `writer`: what a restarted worker has.
     pub fn new(writer: Arc<TableWriter>) -> Self {
+        Self::with_config(writer, config())
+    }
+
+    pub fn with_config(writer: Arc<TableWriter>, config: BreakerConfig) -> Self {
         let clock = Arc::new(ManualClock::default());
         let metrics = Arc::new(Metrics::new());
         let breakers = Arc::new(Breakers::new(
-            config(),
+            config,
             clock.clone(),
             Some(BreakerMetrics::from_metrics("breaker-test", &metrics)),
         ));
