@@ -2,7 +2,9 @@
 //! paths, the checkpoint store and the lineage emitter, runs them, and reports the run as
 //! OpenLineage events (START, then COMPLETE, FAIL or ABORT).
 
-use crate::checker::{CheckOutcome, CheckScheduler, CheckTrigger, scheduler_from_spec};
+use crate::checker::{
+    CheckOutcome, CheckScheduler, CheckTrigger, CheckVerdict, scheduler_from_spec,
+};
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
 use crate::decider::{Decider, PATHS, RuleError, RuleSet, path_index};
@@ -18,7 +20,7 @@ use crate::paths::store::{StoreError, open_store};
 use crate::runtime::{
     Path as PipelinePath, RunCounters, RunSummary, Runtime, RuntimeError, Source, StopSignal,
 };
-use crate::sinks::breaker::{BreakerConfig, BreakerMetrics, Breakers, SystemClock};
+use crate::sinks::breaker::{Breaker, BreakerConfig, BreakerMetrics, Breakers, SystemClock};
 use crate::sinks::table::{TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter};
 use crate::sources::flatfile::{FlatFileError, FlatFileSource};
 use crate::sources::tidb::metrics::TidbMetrics;
@@ -394,12 +396,18 @@ impl Pipeline {
         emit(&*self.lineage, &start).await;
         let stopped = stop.clone();
         // Scheduled and on-demand checks run alongside, until the run ends.
+        let verdicts = match (self.check_outcomes(), self.breakers.clone()) {
+            (Some(outcomes), Some(breakers)) => {
+                Some(tokio::spawn(feed_breakers(outcomes, breakers)))
+            }
+            _ => None,
+        };
         let checks = self
             .checks
             .take()
             .map(|c| tokio::spawn(c.run(stop.clone())));
         let result = self.runtime.run(stop_tx, stop).await;
-        if let Some(task) = checks {
+        for task in checks.into_iter().chain(verdicts) {
             task.abort();
         }
         let event = match &result {
@@ -426,9 +434,123 @@ impl Pipeline {
     }
 }
 
+/// Hands every check verdict to its sink table's breaker, so consecutive failed checks trip
+/// it (`spec.sink.breaker`, 3 by default). A check that could not run is no verdict on the
+/// data and is not counted.
+async fn feed_breakers(mut outcomes: broadcast::Receiver<CheckOutcome>, breakers: Arc<Breakers>) {
+    loop {
+        let outcome = match outcomes.recv().await {
+            Ok(o) => o,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "check outcomes dropped before reaching the breakers"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let passed = match outcome.verdict {
+            CheckVerdict::Passed => true,
+            CheckVerdict::Failed { .. } => false,
+            CheckVerdict::Error { .. } => continue,
+        };
+        let breaker = breaker_for(&breakers, &outcome.sink_table);
+        tracing::info!(table = %outcome.sink_table, passed, "check verdict to the breaker");
+        breaker.record_check(passed);
+    }
+}
+
+/// The breaker of a sink table named as the checker names it (`table` or `schema.table`);
+/// created if no batch has reached the table yet.
+fn breaker_for(breakers: &Breakers, sink_table: &str) -> Arc<Breaker> {
+    let bare = sink_table.rsplit('.').next().unwrap_or(sink_table);
+    let found = breakers.get(sink_table).or_else(|| {
+        breakers
+            .statuses()
+            .into_iter()
+            .find(|s| s.table.rsplit('.').next() == Some(bare))
+            .and_then(|s| breakers.get(&s.table))
+    });
+    found.unwrap_or_else(|| breakers.get_or_create(sink_table, &format!("{sink_table}_shadow")))
+}
+
 async fn emit(lineage: &dyn LineageEmitter, event: &crate::lineage::RunEvent) {
     // Lineage is reporting, not data: a failure to emit is logged, not fatal.
     if let Err(e) = lineage.emit(event).await {
         tracing::warn!(error = %e, "could not emit a lineage event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::breaker::{BreakerState, ManualClock};
+
+    fn outcome(sink_table: &str, verdict: CheckVerdict) -> CheckOutcome {
+        CheckOutcome {
+            pipeline: "p".into(),
+            table: "bank.ledger".into(),
+            sink_table: sink_table.into(),
+            verdict,
+            source_rows: 10,
+            sink_rows: 9,
+            finished_at: chrono::Utc::now(),
+            duration: Duration::from_millis(5),
+            report: None,
+        }
+    }
+
+    fn failed() -> CheckVerdict {
+        CheckVerdict::Failed {
+            missing: 1,
+            extra: 0,
+            different: 0,
+            diff_ratio: 0.1,
+        }
+    }
+
+    #[tokio::test]
+    async fn three_failed_checks_in_a_row_trip_the_breaker() {
+        let breakers = Arc::new(Breakers::new(
+            BreakerConfig::default(),
+            Arc::new(ManualClock::default()),
+            None,
+        ));
+        let ledger = breakers.get_or_create("sink.ledger", "sink.ledger_shadow");
+        let (tx, rx) = broadcast::channel(16);
+        let task = tokio::spawn(feed_breakers(rx, breakers.clone()));
+        let error = CheckVerdict::Error {
+            message: "database unreachable".into(),
+        };
+        // The checker names the table without its schema; errors are no verdict; a pass resets.
+        for v in [
+            failed(),
+            failed(),
+            CheckVerdict::Passed,
+            failed(),
+            error,
+            failed(),
+        ] {
+            tx.send(outcome("ledger", v)).unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(
+            ledger.state(),
+            BreakerState::Closed,
+            "only two failures in a row"
+        );
+
+        let (tx, rx) = broadcast::channel(16);
+        let task = tokio::spawn(feed_breakers(rx, breakers.clone()));
+        tx.send(outcome("ledger", failed())).unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(
+            ledger.state(),
+            BreakerState::Open,
+            "the third failure in a row"
+        );
     }
 }
