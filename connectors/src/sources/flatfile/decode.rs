@@ -187,6 +187,8 @@ pub struct RecordDecoder {
     zone: u8,
     /// Some text field is ASCII/UTF-8: check the whole record once.
     utf8_text: bool,
+    /// byte -> UTF-8 per single-byte encoding, indexed by `Encoding::ALL` order.
+    utf8_tables: Vec<Option<Box<numeric::Utf8Table>>>,
 }
 
 fn binary_precision(len: usize, signed: bool) -> u8 {
@@ -394,6 +396,10 @@ impl RecordDecoder {
             }
         }
         let (plus, minus) = enc.plus_minus();
+        let utf8_tables = Encoding::ALL
+            .iter()
+            .map(|e| e.code_points().map(numeric::utf8_table))
+            .collect();
         let utf8_text = plans
             .iter()
             .any(|p| matches!(p.op, Op::Text(e) if e.code_points().is_none()));
@@ -410,6 +416,7 @@ impl RecordDecoder {
             space: enc.space(),
             zone: enc.digit(0),
             utf8_text,
+            utf8_tables,
         })
     }
 
@@ -709,11 +716,7 @@ impl RecordDecoder {
         text: Option<&str>,
         scratch: &mut Vec<u8>,
     ) -> Result<Cell, FieldErrorKind> {
-        let space = enc.space();
-        let mut e = bytes.len();
-        while e > 0 && (bytes[e - 1] == space || bytes[e - 1] == 0) {
-            e -= 1;
-        }
+        let e = numeric::trim_end(bytes, enc.space());
         let trimmed = &bytes[..e];
         let start = scratch.len();
         match enc.code_points() {
@@ -729,17 +732,11 @@ impl RecordDecoder {
                 })?;
                 scratch.extend_from_slice(s.as_bytes());
             }
-            Some(table) => {
-                scratch.reserve(2 * trimmed.len());
-                for &b in trimmed {
-                    // Code points below U+0100: one UTF-8 byte, or two.
-                    let c = table[usize::from(b)];
-                    if c < 0x80 {
-                        scratch.push(c);
-                    } else {
-                        scratch.push(0xC0 | (c >> 6));
-                        scratch.push(0x80 | (c & 0x3F));
-                    }
+            Some(_) => {
+                // `utf8_tables` follows `Encoding::ALL`, the declaration order.
+                match self.utf8_tables.get(enc as usize).and_then(Option::as_ref) {
+                    Some(table) => numeric::transcode(table, trimmed, scratch),
+                    None => return Err(FieldErrorKind::InvalidText { at: off }),
                 }
             }
         }

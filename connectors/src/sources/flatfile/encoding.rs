@@ -331,6 +331,13 @@ mod tests {
     }
 
     #[test]
+    fn all_is_in_declaration_order() {
+        for (i, e) in Encoding::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
+        }
+    }
+
+    #[test]
     fn parses_names() {
         assert_eq!("IBM-1047".parse::<Encoding>().unwrap(), Encoding::Cp1047);
         assert_eq!("cp037".parse::<Encoding>().unwrap(), Encoding::Cp037);

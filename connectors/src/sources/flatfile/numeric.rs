@@ -28,22 +28,97 @@ pub(crate) fn eight_digits(chunk: &[u8], zone: u8) -> Option<u64> {
     Some((v & 0x0000_FFFF_0000_FFFF).wrapping_mul(10_000 * (1 << 32) + 1) >> 32)
 }
 
-/// `acc` followed by the digits of `bytes` (zone `zone`), or `None` if one is not a digit.
-/// The caller keeps the total within [`FAST_DIGITS`].
+/// Up to eight digits, padded in front with zeros to one SWAR step.
 #[inline]
-pub(crate) fn digits(mut acc: u64, bytes: &[u8], zone: u8) -> Option<u64> {
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        acc = acc * 100_000_000 + eight_digits(c, zone)?;
+fn short_digits(bytes: &[u8], zone: u8) -> Option<u64> {
+    // Shift the bytes in from the top: the first lands at byte 8 - n, zeros fill the bottom
+    // (a register loop, where a copy into a padded array would call memcpy).
+    let mut w = u64::from(zone) * 0x0101_0101_0101_0101;
+    for &b in bytes {
+        w = (w >> 8) | (u64::from(b) << 56);
     }
-    for &b in chunks.remainder() {
-        let d = b ^ zone;
-        if d > 9 {
-            return None;
+    eight_digits(&w.to_le_bytes(), zone)
+}
+
+/// `acc` followed by the digits of `bytes` (zone `zone`), or `None` if one is not a digit.
+/// The caller keeps the total within [`FAST_DIGITS`]. A field's length is fixed, so the
+/// branches below go the same way for every record.
+#[inline(always)]
+pub(crate) fn digits(acc: u64, bytes: &[u8], zone: u8) -> Option<u64> {
+    const E8: u64 = 100_000_000;
+    let n = bytes.len();
+    Some(match n {
+        0 => acc,
+        1..=7 => acc * 10u64.pow(n as u32) + short_digits(bytes, zone)?,
+        8 => acc * E8 + eight_digits(bytes, zone)?,
+        9..=16 => {
+            let (head, tail) = bytes.split_at(n - 8);
+            (acc * 10u64.pow(head.len() as u32) + short_digits(head, zone)?) * E8
+                + eight_digits(tail, zone)?
         }
-        acc = acc * 10 + u64::from(d);
+        _ => {
+            let (head, rest) = bytes.split_at(n - 16);
+            let (mid, tail) = rest.split_at(8);
+            let head = digits(acc, head, zone)?;
+            (head * E8 + eight_digits(mid, zone)?) * E8 + eight_digits(tail, zone)?
+        }
+    })
+}
+
+/// The length of `bytes` without trailing `space` and NUL bytes, eight bytes a step.
+#[inline]
+pub(crate) fn trim_end(bytes: &[u8], space: u8) -> usize {
+    let spaces = u64::from(space) * 0x0101_0101_0101_0101;
+    let mut e = bytes.len();
+    while e >= 8 {
+        let w = le8(&bytes[e - 8..e]);
+        if w == spaces || w == 0 {
+            e -= 8;
+            continue;
+        }
+        // The last byte is the most significant: count the spaces at the top.
+        e -= ((w ^ spaces).leading_zeros() / 8) as usize;
+        break;
     }
-    Some(acc)
+    while e > 0 && (bytes[e - 1] == space || bytes[e - 1] == 0) {
+        e -= 1;
+    }
+    e
+}
+
+/// Byte -> its UTF-8 form (one or two bytes, as code points below U+0100 take) and length.
+pub(crate) type Utf8Table = [[u8; 3]; 256];
+
+/// The UTF-8 table of a byte -> code point table.
+pub(crate) fn utf8_table(code_points: &[u8; 256]) -> Box<Utf8Table> {
+    let mut t = Box::new([[0u8; 3]; 256]);
+    for (b, &c) in code_points.iter().enumerate() {
+        t[b] = if c < 0x80 {
+            [c, 0, 1]
+        } else {
+            [0xC0 | (c >> 6), 0x80 | (c & 0x3F), 2]
+        };
+    }
+    t
+}
+
+/// Appends the UTF-8 text of `bytes` through `table`.
+#[inline]
+pub(crate) fn transcode(table: &Utf8Table, bytes: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    let dst = &mut out[start..];
+    let mut j = 0;
+    for &b in bytes {
+        let [first, second, len] = table[usize::from(b)];
+        // Both bytes are written; a one-byte form is overwritten by the next character.
+        if let Some(pair) = dst.get_mut(j..j + 2) {
+            pair[0] = first;
+            pair[1] = second;
+        }
+        j += usize::from(len);
+    }
+    out.truncate(start + j);
 }
 
 /// byte -> its two packed digits as a number 0..=99, or 0xFF if a nibble is not a digit.
@@ -137,6 +212,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn digits_of_every_length() {
+        for zone in [0x30u8, 0xF0] {
+            for n in 0..=18usize {
+                let text: String = "918273645546372819".chars().take(n).collect();
+                let bytes: Vec<u8> = text.bytes().map(|c| (c - b'0') | zone).collect();
+                let want = text.parse::<u64>().unwrap_or(0);
+                assert_eq!(digits(0, &bytes, zone), Some(want), "{n} digits");
+                if n > 0 && n < 18 {
+                    assert_eq!(
+                        digits(7, &bytes, zone),
+                        Some(7 * 10u64.pow(n as u32) + want)
+                    );
+                    let mut bad = bytes.clone();
+                    bad[n / 2] = b' ';
+                    assert_eq!(digits(0, &bad, zone), None);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trims_spaces_and_nuls() {
+        for (text, want) in [
+            (&b""[..], 0),
+            (b"a", 1),
+            (b"a      ", 1),
+            (b"abcdefgh        ", 8),
+            (b"abcdefghi       ", 9),
+            (b"abc \0 \0        \0\0", 3),
+            (b"                ", 0),
+            (b"x \0\0\0\0\0\0\0\0", 1),
+            (b"\0a\0", 2),
+        ] {
+            assert_eq!(trim_end(text, b' '), want, "{text:?}");
+        }
+        assert_eq!(
+            trim_end(
+                &[0xC1, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40],
+                0x40
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn transcodes_through_the_table() {
+        let mut identity = [0u8; 256];
+        for (i, b) in identity.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let table = utf8_table(&identity);
+        let mut out = b"x".to_vec();
+        transcode(&table, &[0x41, 0xE9, 0x20, 0xFF, 0x7F], &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "xAé \u{FF}\u{7F}");
     }
 
     #[test]
