@@ -90,10 +90,7 @@ fn event(i: u64, tables: &[Arc<TableSchema>; 2]) -> ChangeEvent {
     let row = Some(vec![Value::Int(id), Value::String(format!("n{i}"))]);
     ChangeEvent {
         source: "src".into(),
-        position: Position::Tidb {
-            commit_ts: i,
-            index: 0,
-        },
+        position: Position::tidb(i, 0),
         transaction: None,
         schema,
         op,
@@ -261,10 +258,7 @@ async fn every_event_lands_once_in_order_with_key_op_and_headers() {
     // Acks reached the last seq: all events acknowledged and the position committed.
     assert_eq!(summary.events_read, EVENTS);
     assert_eq!(summary.acknowledged.get("realtime"), Some(&EVENTS));
-    let last = Position::Tidb {
-        commit_ts: EVENTS,
-        index: 0,
-    };
+    let last = Position::tidb(EVENTS, 0);
     assert_eq!(summary.progress["src"].position, Some(last.clone()));
     let cp = FileCheckpointStore::new(dir.path().join("cp"), pipeline.as_str())
         .load()
@@ -481,13 +475,7 @@ async fn a_record_the_producer_refuses_aborts_the_transaction_and_acks_only_what
         .load()
         .expect("load")
         .expect("a checkpoint");
-    assert_eq!(
-        cp.sources["src"].position,
-        Some(Position::Tidb {
-            commit_ts: acked,
-            index: 0
-        })
-    );
+    assert_eq!(cp.sources["src"].position, Some(Position::tidb(acked, 0)));
 }
 
 /// The positions reader applies the control markers itself (tansu never fills the
@@ -507,10 +495,7 @@ async fn committed_positions_skip_aborted_and_open_transactions() {
     );
     let record = |ts: u64, seq: u64| {
         serde_json::to_vec(&PositionRecord {
-            position: Position::Tidb {
-                commit_ts: ts,
-                index: 0,
-            },
+            position: Position::tidb(ts, 0),
             seq,
             pipeline: pipeline.clone(),
         })
@@ -553,10 +538,7 @@ async fn committed_positions_skip_aborted_and_open_transactions() {
         .expect("read positions");
     assert_eq!(
         committed.get("src").map(|r| &r.position),
-        Some(&Position::Tidb {
-            commit_ts: 10,
-            index: 0
-        }),
+        Some(&Position::tidb(10, 0)),
         "{committed:?}"
     );
     drop(producer);

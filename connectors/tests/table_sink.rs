@@ -143,10 +143,7 @@ fn event(
 ) -> ChangeEvent {
     ChangeEvent {
         source: Arc::from("test"),
-        position: Position::Tidb {
-            commit_ts: n,
-            index: 0,
-        },
+        position: Position::tidb(n, 0),
         transaction: Some(Transaction {
             id: format!("tx{n}"),
             commit_time: None,
@@ -241,13 +238,7 @@ async fn replay_upsert_delete_and_round_trip(writer: &TableWriter) {
     let stats = writer.apply(&batch).await.unwrap();
     assert_eq!(stats.upserts, 9);
     assert_eq!(stats.tables, 1);
-    assert_eq!(
-        stats.last_position,
-        Some(Position::Tidb {
-            commit_ts: 8,
-            index: 0
-        })
-    );
+    assert_eq!(stats.last_position, Some(Position::tidb(8, 0)));
     assert_eq!(writer.count_rows(&target).await.unwrap(), 9);
     let read = writer.fetch_rows(&schema, &target).await.unwrap();
     assert_eq!(
