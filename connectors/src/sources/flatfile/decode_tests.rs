@@ -163,7 +163,7 @@ fn rows_match_owned_values_and_json_matches_serde() {
                 at += text[at..].find(&key).expect("key in order");
             }
             assert_eq!(values[1], Value::String(name.trim_end().to_string()));
-            assert_eq!(values[2], Value::Decimal(Decimal::new(-1_234_5, 2)));
+            assert_eq!(values[2], Value::Decimal(Decimal::new(-12_345, 2)));
             assert_eq!(values[3], Value::Decimal(Decimal::new(-123_456_789, 3)));
             assert_eq!(values[4], Value::Decimal(Decimal::new(123_456, 4)));
             assert_eq!(values[5], Value::Int(-7));
