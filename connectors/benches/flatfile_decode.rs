@@ -423,7 +423,11 @@ fn run_case(
 fn main() {
     // `cargo bench` passes `--bench`; take no other arguments.
     let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let size = env_u64("SYNCMESH_BENCH_BYTES").unwrap_or(1 << 30);
+    // `cargo test --all-targets` runs this binary unoptimised and without `--bench`: then a
+    // 1 MB run only proves it works.
+    let full = std::env::args().any(|a| a == "--bench");
+    let default_size = if full { 1 << 30 } else { 1 << 20 };
+    let size = env_u64("SYNCMESH_BENCH_BYTES").unwrap_or(default_size);
     let python_limit = env_u64("SYNCMESH_BENCH_PY_BYTES");
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
