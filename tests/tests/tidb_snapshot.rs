@@ -242,7 +242,8 @@ async fn a_snapshot_under_concurrent_writes_ends_equal_to_the_table() -> anyhow:
     );
 
     // Second run, to the end; writes stop part-way, then the sink must converge to the table.
-    let built = Pipeline::build(&pipeline, &options(dir.path()), Arc::new(Metrics::new())).await?;
+    let metrics = Arc::new(Metrics::new());
+    let built = Pipeline::build(&pipeline, &options(dir.path()), metrics.clone()).await?;
     let (stop_tx, stop) = StopSignal::new();
     let stopper = stop_tx.clone();
     let task = tokio::spawn(async move { built.run(stop_tx, stop).await });
@@ -283,6 +284,24 @@ async fn a_snapshot_under_concurrent_writes_ends_equal_to_the_table() -> anyhow:
     converged?;
     summary?;
     assert!(writes > 0, "the table was written to during the snapshot");
+    let exported = metrics.render();
+    let value = |name: &str| -> f64 {
+        exported
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        value("syncmesh_tidb_snapshot_rows_total") > 0.0,
+        "snapshot rows counted"
+    );
+    // The sink can equal the table before the last (empty) chunk's window closes, so only
+    // the gauge's presence is certain here.
+    assert!(
+        exported.contains("syncmesh_tidb_snapshot_chunks_remaining{"),
+        "chunks remaining exported"
+    );
     source.drop_database().await?;
     sink.drop_database().await?;
     Ok(())

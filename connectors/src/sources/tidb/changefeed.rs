@@ -151,13 +151,22 @@ impl ChangefeedSource {
         Ok(out)
     }
 
-    /// Exports how far the snapshot has got (chunks left is unknown up front: 1 while a
-    /// chunk is open, 0 when done).
-    fn report_chunks(&self, window: &Option<Window>, _s: &Snapshotter) {
+    /// Exports how far the snapshot has got: the chunks still to read, estimated (0 when done).
+    fn report_chunks(
+        &self,
+        window: &Option<Window>,
+        s: &Snapshotter,
+        cursor: &Option<SnapshotCursor>,
+    ) {
         if let Some(m) = &self.metrics {
+            let left = if window.is_some() {
+                s.chunks_remaining(cursor.as_ref())
+            } else {
+                0
+            };
             m.snapshot_chunks_remaining
                 .with_label_values(&[self.pipeline.as_str(), &*self.name])
-                .set(i64::from(window.is_some()));
+                .set(i64::try_from(left).unwrap_or(i64::MAX));
         }
     }
 
@@ -313,7 +322,7 @@ impl Source for ChangefeedSource {
                 schemas.seed(s.schema(&t).await?);
             }
             window = s.open(c).await?;
-            self.report_chunks(&window, s);
+            self.report_chunks(&window, s, &cursor);
         }
         let watermark_table = snapshotter.as_ref().map(|s| s.watermark_table.clone());
 
@@ -414,7 +423,7 @@ impl Source for ChangefeedSource {
                         cursor = Some(next);
                         if let (Some(s), Some(c)) = (snapshotter.as_mut(), &cursor) {
                             window = s.open(c).await?;
-                            self.report_chunks(&window, s);
+                            self.report_chunks(&window, s, &cursor);
                             if window.is_none() {
                                 tracing::info!(source = %self.name, "snapshot complete");
                             }

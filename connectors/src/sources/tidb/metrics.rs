@@ -53,7 +53,7 @@ impl TidbMetrics {
             )?,
             snapshot_chunks_remaining: gauge(
                 "syncmesh_tidb_snapshot_chunks_remaining",
-                "Snapshot chunks still to read (estimated from the key range)",
+                "Snapshot chunks still to read (estimated from the engine's row counts)",
             )?,
             snapshot_rows: counter(
                 "syncmesh_tidb_snapshot_rows_total",

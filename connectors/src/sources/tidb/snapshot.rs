@@ -36,6 +36,8 @@ struct TableInfo {
     schema: Arc<TableSchema>,
     types: Vec<MysqlType>,
     select: String,
+    /// `information_schema.TABLES.TABLE_ROWS`: the engine's estimate, for progress only.
+    estimated_rows: u64,
 }
 
 /// A chunk row with its primary key as key texts.
@@ -97,6 +99,8 @@ pub struct Snapshotter {
     /// The upstream is TiDB (`VERSION()` says so): chunks are read at the low watermark's TSO.
     tidb: bool,
     info: HashMap<TableId, TableInfo>,
+    /// Chunks read per table, for the progress estimate.
+    chunks_read: HashMap<TableId, u64>,
 }
 
 fn quote(name: &str) -> String {
@@ -181,6 +185,7 @@ impl Snapshotter {
             watermark_table,
             id,
             info: HashMap::new(),
+            chunks_read: HashMap::new(),
         };
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {} (id VARCHAR(190) PRIMARY KEY, mark VARCHAR(64) NOT NULL)",
@@ -299,6 +304,16 @@ impl Snapshotter {
             quoted(table),
             self.chunk_size
         );
+        let estimated_rows: Option<u64> = sqlx::query_scalar(
+            "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        )
+        .bind(&table.schema)
+        .bind(&table.table)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.sql(table, "reading its row estimate", e))?
+        .flatten();
         Ok(TableInfo {
             schema: Arc::new(TableSchema {
                 table: table.clone(),
@@ -308,7 +323,32 @@ impl Snapshotter {
             }),
             types,
             select,
+            estimated_rows: estimated_rows.unwrap_or(0),
         })
+    }
+
+    /// Chunks still to read from `cursor` on, estimated from the engines' row estimates and
+    /// the chunks already read (at least one per table not finished).
+    pub fn chunks_remaining(&self, cursor: Option<&SnapshotCursor>) -> u64 {
+        let Some(current) = cursor.and_then(|c| c.table.as_deref()) else {
+            return 0;
+        };
+        let Some(at) = self.tables.iter().position(|t| t.to_string() == current) else {
+            return 0;
+        };
+        let chunk = u64::from(self.chunk_size);
+        self.tables[at..]
+            .iter()
+            .map(|t| {
+                let rows = self.info.get(t).map_or(0, |i| i.estimated_rows);
+                let read = if t.to_string() == current {
+                    self.chunks_read.get(t).copied().unwrap_or(0)
+                } else {
+                    0
+                };
+                rows.div_ceil(chunk).saturating_sub(read).max(1)
+            })
+            .sum()
     }
 
     /// The schema the snapshot reads `table` with (loaded on first use).
@@ -380,6 +420,7 @@ impl Snapshotter {
             (rows, info.schema.clone())
         };
         self.mark(&mut conn, &high).await?;
+        *self.chunks_read.entry(table.clone()).or_default() += 1;
         let next = match rows.last() {
             Some((_, last)) if rows.len() >= chunk_size => SnapshotCursor {
                 table: Some(name.clone()),
