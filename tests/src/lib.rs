@@ -32,6 +32,7 @@
 
 pub mod kafka;
 pub mod kube;
+pub mod pipeline;
 pub mod prometheus;
 pub mod s3;
 pub mod services;

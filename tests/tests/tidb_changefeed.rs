@@ -12,9 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use syncmesh_connectors::metrics::Metrics;
-use syncmesh_connectors::pipeline::{Pipeline, PipelineOptions};
+use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_tests::kafka::{create_topic, producer_config, read_partition};
+use syncmesh_tests::pipeline::{metric_sum, options};
 use syncmesh_tests::{poll_until, require, services, unique_name};
 
 const PARTITIONS: i32 = 3;
@@ -302,16 +303,6 @@ spec:
     )
 }
 
-fn options(dir: &Path) -> PipelineOptions {
-    PipelineOptions {
-        base_dir: dir.to_path_buf(),
-        state_dir: dir.join("state"),
-        follow: None,
-        channel_capacity: 8,
-        checkpoint_interval: Duration::from_millis(100),
-    }
-}
-
 /// The output records: `(change, record value)` from the committed view, in offset order.
 async fn output(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Change, J)>> {
     let view = read_partition(brokers, topic, 0).await?;
@@ -429,11 +420,7 @@ async fn a_changefeed_with_restarts_and_resends_yields_each_change_once_typed() 
         "syncmesh_tidb_duplicates_total",
         "syncmesh_tidb_resolved_ts",
     ] {
-        let value: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with(metric))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let value = metric_sum(&metrics, metric);
         assert!(value > 0.0, "{metric} exported and counting: {value}");
     }
 

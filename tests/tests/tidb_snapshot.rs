@@ -6,14 +6,14 @@
 use rdkafka::producer::FutureProducer;
 use sqlx::mysql::MySqlPool;
 use sqlx::{AssertSqlSafe, Row};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use syncmesh_connectors::metrics::Metrics;
-use syncmesh_connectors::pipeline::{Pipeline, PipelineOptions};
+use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_tests::kafka::{create_topic, producer_config};
+use syncmesh_tests::pipeline::{metric_sum, options};
 use syncmesh_tests::sql::MysqlScratch;
 use syncmesh_tests::ticdc::{Capture, CapturedTable};
 use syncmesh_tests::{poll_until, require, services, unique_name};
@@ -121,16 +121,6 @@ spec:
   sink: {{url: "{sink}", createTables: true}}
 "#
     )
-}
-
-fn options(dir: &Path) -> PipelineOptions {
-    PipelineOptions {
-        base_dir: dir.to_path_buf(),
-        state_dir: dir.join("state"),
-        follow: None,
-        channel_capacity: 8,
-        checkpoint_interval: Duration::from_millis(100),
-    }
 }
 
 async fn count(pool: &MySqlPool) -> i64 {
@@ -285,15 +275,8 @@ async fn a_snapshot_under_concurrent_writes_ends_equal_to_the_table() -> anyhow:
     summary?;
     assert!(writes > 0, "the table was written to during the snapshot");
     let exported = metrics.render();
-    let value = |name: &str| -> f64 {
-        exported
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     assert!(
-        value("syncmesh_tidb_snapshot_rows_total") > 0.0,
+        metric_sum(&exported, "syncmesh_tidb_snapshot_rows_total") > 0.0,
         "snapshot rows counted"
     );
     // The sink can equal the table before the last (empty) chunk's window closes, so only

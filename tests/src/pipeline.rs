@@ -1,0 +1,27 @@
+//! Running pipelines from tests: options for an embedded run in a scratch directory, and
+//! reading the metrics a run exported.
+
+use std::path::Path;
+use std::time::Duration;
+use syncmesh_connectors::pipeline::PipelineOptions;
+
+/// An embedded run in `dir` (state in `dir/state`), with small channels and a checkpoint
+/// every 100 ms so that kills land between frequent saves.
+pub fn options(dir: &Path) -> PipelineOptions {
+    PipelineOptions {
+        base_dir: dir.to_path_buf(),
+        state_dir: dir.join("state"),
+        follow: None,
+        channel_capacity: 8,
+        checkpoint_interval: Duration::from_millis(100),
+    }
+}
+
+/// The sum over every series of metric `name` in a Prometheus text exposition.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
