@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Events","type":"integer","jsonPath":".status.eventsRead"}"#,
     printcolumn = r#"{"name":"Lag","type":"string","jsonPath":".status.lag"}"#,
+    printcolumn = r#"{"name":"Breaker","type":"string","jsonPath":".status.breaker"}"#,
+    printcolumn = r#"{"name":"Last Check","type":"string","jsonPath":".status.lastCheck"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

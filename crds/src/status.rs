@@ -1,4 +1,10 @@
 //! `status`: what the pipeline is doing, written by the worker and the operator.
+//!
+//! Ownership, so that two server-side-apply field managers never fight over a field:
+//! - the operator (`syncmesh`) writes `observedGeneration`, `phase` and `conditions`;
+//! - the worker (`syncmesh-worker`) writes everything else: what it read, its positions and
+//!   lag, the sink tables' breakers and the checks' results (`breaker` and `lastCheck` are
+//!   one-word summaries of those for `kubectl get sp`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -28,6 +34,57 @@ pub struct SyncPipelineStatus {
     /// The circuit breaker and shadow table of each sink table the pipeline has written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sink_tables: Vec<SinkTableStatus>,
+    /// `closed` when every sink table's breaker is closed, else the worst state and how many
+    /// tables are in it, e.g. `open (1/3)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// The verdict of the most recent consistency check over all tables: `Passed`, `Failed`
+    /// or `Error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// The most recent consistency check of each table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<TableCheckStatus>,
+    /// When the worker last wrote this status (RFC 3339); the operator treats a worker that
+    /// has not written for a while as not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
+}
+
+/// The most recent consistency check of one table.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableCheckStatus {
+    /// The source table, `schema.table`.
+    pub table: String,
+    /// The sink table it was compared with.
+    pub sink_table: String,
+    /// `Passed`, `Failed` or `Error` (the check could not run).
+    pub result: String,
+    /// When the check finished (RFC 3339).
+    pub finished_at: String,
+    #[serde(default)]
+    pub source_rows: u64,
+    #[serde(default)]
+    pub sink_rows: u64,
+    /// Rows in the source and not in the sink.
+    #[serde(default)]
+    pub missing: u64,
+    /// Rows in the sink and not in the source.
+    #[serde(default)]
+    pub extra: u64,
+    /// Rows on both sides with different values.
+    #[serde(default)]
+    pub different: u64,
+    /// (missing + extra + different) / max(source rows, sink rows).
+    #[serde(default)]
+    pub diff_ratio: f64,
+    /// Checks failed in a row, this one included; three trip the breaker.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Why the check could not run, for `Error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A sink table's circuit breaker and shadow table.
@@ -70,6 +127,13 @@ pub struct SourceStatus {
     /// The last position every path has acknowledged, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// Time from the source commit of the last acknowledged event to its acknowledgement,
+    /// e.g. `1.2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    /// Events read from this source in the current run.
+    #[serde(default)]
+    pub events_read: u64,
 }
 
 /// A condition (type, status, reason, message), as in `metav1.Condition`.
