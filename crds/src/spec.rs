@@ -59,6 +59,10 @@ pub struct SyncPipelineSpec {
     /// (by default daily at 02:00, the T+1 check) and on demand. Needs `sink`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckSpec>,
+    /// How the operator runs this pipeline's worker on Kubernetes (image, service account,
+    /// resources, and environment variables taken from Secrets). Ignored by `syncmesh run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerSpec>,
 }
 
 fn default_route() -> Vec<PathName> {
@@ -760,4 +764,61 @@ fn default_check_schedule() -> String {
 
 fn default_check_chunk_size() -> u64 {
     10_000
+}
+
+/// The worker Deployment the operator runs for the pipeline (one replica: one writer).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerSpec {
+    /// Container image of the worker. Default: the operator's `--image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// ServiceAccount the worker runs as; it needs `get`/`watch` on its SyncPipeline and
+    /// `patch` on its status. Default `syncmesh-worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    pub service_account_name: Option<String>,
+    /// CPU and memory of the worker container. Default: requests `cpu: 100m`,
+    /// `memory: 256Mi`; limits `memory: 1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<WorkerResources>,
+    /// Environment variables whose values come from Secrets in the pipeline's namespace: name
+    /// here every `passwordEnv` the spec uses. Values are never copied anywhere; the pod reads
+    /// them through `valueFrom.secretKeyRef`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<SecretEnvVar>,
+}
+
+/// Requests and limits, as Kubernetes quantities (`500m`, `1Gi`), keyed by `cpu`/`memory`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerResources {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// An environment variable of the worker taken from a key of a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretEnvVar {
+    /// The variable's name, e.g. the `passwordEnv` of a source.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// The Secret and key holding the value.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the pipeline's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    pub name: String,
+    /// The key within the Secret.
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1))]
+    pub key: String,
 }

@@ -1,6 +1,7 @@
 //! `syncmesh`: run a pipeline embedded, validate manifests, print the CRD, decode flat files.
 
 mod commands;
+mod controller;
 mod logging;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     /// Shadow tables: promote after the circuit breaker diverted writes.
     #[command(subcommand)]
     Shadow(commands::shadow::ShadowCommand),
+    /// Run the SyncPipeline controller: workers, ConfigMaps, Services and status per pipeline.
+    Operator(commands::operator::OperatorArgs),
 }
 
 /// An error with the exit code it should end the process with.
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Run(args) => block_on(commands::run::run(args)),
         Command::Check(args) => block_on(commands::check::run(args)),
         Command::Shadow(cmd) => block_on(commands::shadow::run(cmd)),
+        Command::Operator(args) => block_on(commands::operator::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ pub mod check;
 pub mod crd;
 pub mod flatfile;
 pub mod logminer;
+pub mod operator;
 pub mod run;
 pub mod shadow;
 pub mod validate;
