@@ -14,7 +14,10 @@ use crate::lineage::{
     OutputDataset, ProcessingType, RunEvents, new_run_id,
 };
 use crate::metrics::Metrics;
-use crate::paths::batch::{BatchPath, ShadowOptions, SinkApplier, SnapshotWriter, TableApplier};
+use crate::paths::batch::{
+    BatchMetrics, BatchPath, RetryPolicy, ShadowOptions, SinkApplier, SnapshotFormat,
+    SnapshotWriter, TableApplier,
+};
 use crate::paths::realtime::{KafkaFormat, RealtimeConfig, RealtimeError, RealtimePath};
 use crate::paths::store::{StoreError, open_store};
 use crate::runtime::{
@@ -258,9 +261,26 @@ impl Pipeline {
                         .with_schema(schema),
                 ));
             }
+            let format = match batch.format {
+                syncmesh_crds::SnapshotFormatName::Parquet => SnapshotFormat::Parquet,
+                syncmesh_crds::SnapshotFormatName::Jsonl => SnapshotFormat::Jsonl,
+            };
+            let full_schedule = if batch.full_snapshot.enabled {
+                let cron = batch.full_snapshot.cron().map_err(|reason| BuildError::Invalid {
+                    field: "spec.batch.fullSnapshot.schedule".into(),
+                    reason,
+                })?;
+                Some(cron)
+            } else {
+                None
+            };
             paths[path_index(PathName::Batch)] = Some(Box::new(BatchPath {
                 pipeline: name.clone(),
-                writer: SnapshotWriter::new(store),
+                writer: SnapshotWriter::new(store)
+                    .with_format(format)
+                    .with_retry(RetryPolicy::new(Duration::from_secs(
+                        batch.retry_timeout_seconds,
+                    ))),
                 applier: writer
                     .clone()
                     .zip(breakers.clone())
@@ -279,8 +299,11 @@ impl Pipeline {
                         )) as Box<dyn TableApplier>
                     }),
                 max_events: usize::try_from(batch.max_events).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(batch.max_bytes).unwrap_or(usize::MAX),
                 max_age: Duration::from_secs(batch.max_age_seconds),
+                full_schedule,
                 metrics: metrics.clone(),
+                batch_metrics: BatchMetrics::register(&metrics.registry)?,
             }));
         }
 

@@ -456,6 +456,82 @@ pub struct BatchSpec {
     /// S3 connection settings for `s3://` URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Spec>,
+    /// Data file format: `parquet` (typed columns, zstd) or `jsonl` (Debezium envelopes).
+    #[serde(default)]
+    pub format: SnapshotFormatName,
+    /// Commit a snapshot once the pending events hold about this many bytes of row data.
+    #[serde(default = "default_max_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: u64,
+    /// The scheduled full snapshot (the T+1 job): the latest row per key of each table, from
+    /// the previous full snapshot and the micro-batches committed since (docs/batch.md).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub full_snapshot: FullSnapshotSpec,
+    /// How long a snapshot commit keeps retrying transient object-storage errors (5xx,
+    /// timeouts, refused connections) before the path fails; nothing is acknowledged meanwhile.
+    #[serde(default = "default_batch_retry")]
+    #[schemars(range(min = 1))]
+    pub retry_timeout_seconds: u64,
+}
+
+/// Data file format of the batch path.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotFormatName {
+    /// Parquet: envelope columns plus the row's columns typed from the table schema.
+    #[default]
+    Parquet,
+    /// One Debezium JSON envelope per line (no full snapshots: they read Parquet back).
+    Jsonl,
+}
+
+/// When full snapshots are taken.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FullSnapshotSpec {
+    /// Take full snapshots on the schedule (needs `format: parquet`).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A cron expression of five fields (minute hour day-of-month month day-of-week), in UTC.
+    /// Default `0 2 * * *`, daily at 02:00.
+    #[serde(default = "default_full_schedule")]
+    pub schedule: String,
+}
+
+impl Default for FullSnapshotSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: default_full_schedule(),
+        }
+    }
+}
+
+impl FullSnapshotSpec {
+    /// The parsed schedule: five fields, minute first (no seconds field).
+    pub fn cron(&self) -> Result<croner::Cron, String> {
+        let text = &self.schedule;
+        if text.split_whitespace().count() != 5 {
+            return Err(format!(
+                "`{text}` is not a cron expression of five fields (minute hour day-of-month month day-of-week)"
+            ));
+        }
+        croner::parser::CronParser::new()
+            .parse(text)
+            .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
+    }
+}
+
+fn default_full_schedule() -> String {
+    "0 2 * * *".to_string()
+}
+
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_batch_retry() -> u64 {
+    300
 }
 
 fn default_max_events() -> u64 {

@@ -225,6 +225,12 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
     if let Some(check) = &spec.check {
         validate_check(check, spec.sink.is_some(), &mut issues);
     }
+    if let Some(batch) = &spec.batch
+        && batch.full_snapshot.enabled
+        && let Err(e) = batch.full_snapshot.cron()
+    {
+        issues.push(FieldIssue::new("spec.batch.fullSnapshot.schedule", e));
+    }
     issues
 }
 
