@@ -178,9 +178,18 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: std::sync::Arc<Metrics>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use axum::{Router, routing::get};
+    serve_with_readiness(addr, metrics, None).await
+}
+
+/// [`serve`], plus `GET /readyz` when `ready` is given: 200 while it holds `true`, else 503.
+pub async fn serve_with_readiness(
+    addr: SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+    ready: Option<tokio::sync::watch::Receiver<bool>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use axum::{Router, http::StatusCode, routing::get};
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = Router::new()
+    let mut app = Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -189,6 +198,21 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
+    if let Some(ready) = ready {
+        app = app.route(
+            "/readyz",
+            get(move || {
+                let ready = *ready.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        );
+    }
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");

@@ -3,6 +3,7 @@
 mod commands;
 mod controller;
 mod logging;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     /// Shadow tables: promote after the circuit breaker diverted writes.
     #[command(subcommand)]
     Shadow(commands::shadow::ShadowCommand),
+    /// Run one SyncPipeline from the API server, writing its status (the operator's Deployment runs this).
+    Worker(commands::worker::WorkerArgs),
     /// Run the SyncPipeline controller: workers, ConfigMaps, Services and status per pipeline.
     Operator(commands::operator::OperatorArgs),
 }
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Run(args) => block_on(commands::run::run(args)),
         Command::Check(args) => block_on(commands::check::run(args)),
         Command::Shadow(cmd) => block_on(commands::shadow::run(cmd)),
+        Command::Worker(args) => block_on(commands::worker::run(args)),
         Command::Operator(args) => block_on(commands::operator::run(args)),
     };
     match result {

@@ -8,3 +8,4 @@ pub mod operator;
 pub mod run;
 pub mod shadow;
 pub mod validate;
+pub mod worker;

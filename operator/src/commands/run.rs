@@ -8,13 +8,14 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use syncmesh_connectors::metrics::{Metrics, serve};
 use syncmesh_connectors::pipeline::{BuildError, Pipeline, PipelineOptions};
 use syncmesh_connectors::runtime::{RunSummary, RuntimeError, StopSignal};
+use syncmesh_crds::SyncPipeline;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -46,9 +47,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .state_dir
         .clone()
         .unwrap_or_else(|| base.join(".syncmesh").join(&name));
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))
-        .map_err(Failure::bad_input)?;
+    create_state_dir(&state_dir)?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = args.metrics_addr {
         serve(addr, metrics.clone())
@@ -57,23 +56,18 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             .map_err(Failure::bad_input)?;
         tracing::info!(%addr, "serving metrics at /metrics");
     }
-    let options = PipelineOptions {
-        base_dir: base,
+    let options = options(
+        base,
         state_dir,
-        follow: args.follow.then(|| Duration::from_millis(args.poll_ms)),
-        channel_capacity: 16,
-        checkpoint_interval: Duration::from_millis(500),
-    };
-    let pipeline = Pipeline::build(&manifest, &options, metrics)
-        .await
-        .map_err(|e| match e {
-            // A database that cannot be reached is a failure of the run, not of the input.
-            BuildError::Sink(_) => Failure::failed(anyhow::Error::new(e)),
-            other => Failure::bad_input(
-                anyhow::Error::new(other)
-                    .context(format!("invalid manifest {}", args.pipeline.display())),
-            ),
-        })?;
+        args.follow.then(|| Duration::from_millis(args.poll_ms)),
+    );
+    let pipeline = build(
+        &manifest,
+        &options,
+        metrics,
+        &format!("invalid manifest {}", args.pipeline.display()),
+    )
+    .await?;
 
     let (stop_tx, stop) = StopSignal::new();
     let signal_tx = stop_tx.clone();
@@ -116,16 +110,59 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let summary = result.map_err(|e| match e {
-        // An unreadable or corrupt checkpoint is bad input: the user must decide what to do.
-        RuntimeError::Checkpoint(_) => Failure::bad_input(e),
-        other => Failure::failed(other),
-    })?;
+    let summary = result.map_err(run_failure)?;
     print_summary(&name, &summary);
     Ok(())
 }
 
-fn print_summary(name: &str, s: &RunSummary) {
+/// Creates the state directory (checkpoint, dead letters); failing is bad input.
+pub(crate) fn create_state_dir(state_dir: &Path) -> Result<(), Failure> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))
+        .map_err(Failure::bad_input)
+}
+
+/// How `syncmesh run` and `syncmesh worker` host a pipeline.
+pub(crate) fn options(
+    base_dir: PathBuf,
+    state_dir: PathBuf,
+    follow: Option<Duration>,
+) -> PipelineOptions {
+    PipelineOptions {
+        base_dir,
+        state_dir,
+        follow,
+        channel_capacity: 16,
+        checkpoint_interval: Duration::from_millis(500),
+    }
+}
+
+/// Builds the pipeline; `invalid` prefixes errors in the manifest (bad input).
+pub(crate) async fn build(
+    manifest: &SyncPipeline,
+    options: &PipelineOptions,
+    metrics: Arc<Metrics>,
+    invalid: &str,
+) -> Result<Pipeline, Failure> {
+    Pipeline::build(manifest, options, metrics)
+        .await
+        .map_err(|e| match e {
+            // A database that cannot be reached is a failure of the run, not of the input.
+            BuildError::Sink(_) => Failure::failed(anyhow::Error::new(e)),
+            other => Failure::bad_input(anyhow::Error::new(other).context(invalid.to_string())),
+        })
+}
+
+/// The exit code of a run that ended in an error.
+pub(crate) fn run_failure(e: RuntimeError) -> Failure {
+    match e {
+        // An unreadable or corrupt checkpoint is bad input: the user must decide what to do.
+        RuntimeError::Checkpoint(_) => Failure::bad_input(e),
+        other => Failure::failed(other),
+    }
+}
+
+pub(crate) fn print_summary(name: &str, s: &RunSummary) {
     let secs = s.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         s.events_read as f64 / secs
@@ -150,7 +187,8 @@ fn print_summary(name: &str, s: &RunSummary) {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -1,0 +1,183 @@
+//! Writes the worker's status fields with server-side apply (field manager `syncmesh-worker`)
+//! on the status subresource: at once when something changed (at most once a second), and
+//! every `interval` regardless, so the heartbeat shows the worker is alive. A failed write is
+//! logged and retried with backoff; it never stops the pipeline.
+
+use super::status::{CheckBook, Observation, rfc3339, worker_status};
+use chrono::Utc;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use syncmesh_connectors::checker::CheckOutcome;
+use syncmesh_connectors::checkpoint::{CheckpointStore, FileCheckpointStore};
+use syncmesh_connectors::metrics::Metrics;
+use syncmesh_connectors::runtime::RunCounters;
+use syncmesh_connectors::sinks::breaker::Breakers;
+use syncmesh_crds::{SyncPipeline, SyncPipelineStatus};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+/// The worker's server-side-apply field manager.
+pub const FIELD_MANAGER: &str = "syncmesh-worker";
+
+/// How often the writer looks at the pipeline for changes.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// The least time between two writes caused by changes.
+const MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Where the writer reads the running pipeline's state.
+pub struct Sources {
+    pub pipeline: String,
+    pub source_names: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    pub counters: Arc<RunCounters>,
+    pub checkpoint: FileCheckpointStore,
+    pub breakers: Option<Arc<Breakers>>,
+    pub outcomes: Option<broadcast::Receiver<CheckOutcome>>,
+}
+
+impl Sources {
+    fn observe(
+        &self,
+        last_checkpoint: &mut Option<syncmesh_connectors::checkpoint::Checkpoint>,
+    ) -> Observation {
+        match self.checkpoint.load() {
+            Ok(Some(c)) => *last_checkpoint = Some(c),
+            Ok(None) => {}
+            // Shown on the next successful read; the runtime itself fails on a bad checkpoint.
+            Err(e) => tracing::debug!(error = %e, "cannot read the checkpoint for status"),
+        }
+        Observation {
+            events_read: self.counters.events_read.load(Ordering::Relaxed),
+            sources: self
+                .source_names
+                .iter()
+                .map(|n| {
+                    let read = self
+                        .metrics
+                        .events_read
+                        .with_label_values(&[&self.pipeline, n])
+                        .get();
+                    (n.clone(), read)
+                })
+                .collect(),
+            checkpoint: last_checkpoint.clone(),
+            sink_tables: self
+                .breakers
+                .as_ref()
+                .map(|b| b.statuses())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Sends status patches for one SyncPipeline.
+pub struct StatusWriter {
+    api: Api<SyncPipeline>,
+    name: String,
+    interval: Duration,
+}
+
+impl StatusWriter {
+    pub fn new(api: Api<SyncPipeline>, name: String, interval: Duration) -> Self {
+        Self {
+            api,
+            name,
+            interval,
+        }
+    }
+
+    /// One server-side apply of `status` (stamped with a heartbeat) on the status subresource.
+    pub async fn apply(&self, mut status: SyncPipelineStatus) -> Result<(), kube::Error> {
+        status.heartbeat = Some(rfc3339(Utc::now()));
+        let patch = serde_json::json!({
+            "apiVersion": format!("{}/{}", syncmesh_crds::GROUP, syncmesh_crds::VERSION),
+            "kind": "SyncPipeline",
+            "metadata": { "name": self.name },
+            "status": status,
+        });
+        // Forced: these fields are the worker's by contract, whoever wrote them before.
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.api
+            .patch_status(&self.name, &params, &Patch::Apply(&patch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes until `done` turns true, then writes once more (the final status) and returns
+    /// whether that last write succeeded.
+    pub async fn run(self, mut sources: Sources, mut done: watch::Receiver<bool>) -> bool {
+        let mut book = CheckBook::default();
+        let mut checkpoint = None;
+        let mut written: Option<SyncPipelineStatus> = None;
+        let mut last_attempt: Option<Instant> = None;
+        let mut backoff = Duration::ZERO;
+        let mut look = tokio::time::interval(LOOK_EVERY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = look.tick() => {}
+                _ = done.wait_for(|d| *d) => break,
+                outcome = recv(&mut sources.outcomes) => match outcome {
+                    Ok(o) => book.record(&o),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "check outcomes dropped before reaching the status");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => sources.outcomes = None,
+                },
+            }
+            let status = worker_status(&sources.observe(&mut checkpoint), &book);
+            let since = last_attempt.map(|t| t.elapsed());
+            let due = match (since, &written) {
+                (None, _) => true,
+                (Some(s), _) if s < backoff => false,
+                (Some(s), Some(w)) => s >= self.interval || (s >= MIN_GAP && *w != status),
+                // The last write failed and the backoff has passed.
+                (Some(_), None) => true,
+            };
+            if !due {
+                continue;
+            }
+            last_attempt = Some(Instant::now());
+            match self.apply(status.clone()).await {
+                Ok(()) => {
+                    if backoff > Duration::ZERO {
+                        tracing::info!("status written again");
+                    }
+                    written = Some(status);
+                    backoff = Duration::ZERO;
+                }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(MIN_GAP, self.interval.max(MIN_GAP));
+                    written = None;
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot write the pipeline status; retrying");
+                }
+            }
+        }
+        // Outcomes that arrived while draining, then the final state.
+        if let Some(rx) = sources.outcomes.as_mut() {
+            while let Ok(o) = rx.try_recv() {
+                book.record(&o);
+            }
+        }
+        let status = worker_status(&sources.observe(&mut checkpoint), &book);
+        match self.apply(status).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the final pipeline status");
+                false
+            }
+        }
+    }
+}
+
+async fn recv(
+    rx: &mut Option<broadcast::Receiver<CheckOutcome>>,
+) -> Result<CheckOutcome, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

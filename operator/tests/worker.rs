@@ -1,0 +1,359 @@
+//! `syncmesh worker` against the real API server (Kubernetes 1.20 from the test services): a
+//! SyncPipeline with a flat-file source (the example ledger) and a SQLite sink is created, the
+//! built binary runs it as a process, and the test watches what the worker writes back.
+//!
+//! Run: `tests/services/start.sh etcd kube-apiserver && source /tmp/syncmesh-services/env.sh &&
+//! cargo test -p syncmesh --test worker` (skips without `SYNCMESH_KUBECONFIG`).
+
+mod common;
+
+use anyhow::{Context, anyhow, bail};
+use common::{bin, repo_root};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+use syncmesh_connectors::checkpoint::{CheckpointStore, FileCheckpointStore};
+use syncmesh_connectors::event::{Position, Value};
+use syncmesh_connectors::sources::flatfile::{DecodeOptions, Layout, RecordDecoder};
+use syncmesh_crds::{SyncPipeline, SyncPipelineStatus, parse_manifest};
+use syncmesh_tests::kube::{apply_syncpipeline_crd, client, create_namespace, delete_namespace};
+use syncmesh_tests::services::Kube;
+use syncmesh_tests::{poll_until, require, services};
+
+const RECORD: usize = 100;
+const DEADLINE: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_runs_its_pipeline_writes_status_and_drains() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker").await?;
+    let result = scenario(&kube, Api::namespaced(client.clone(), &ns), &ns).await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    result?;
+    cleanup
+}
+
+const MANIFEST: &str = r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata:
+  name: ledger
+spec:
+  sources:
+    - name: ledger
+      flatFile:
+        path: data
+        pattern: "ledger-*.dat"
+        layout: ledger.cpy
+        encoding: ascii
+        signConvention: ibm
+        recordFormat: fixed
+        table: bank.ledger
+        primaryKey: [ACCOUNT-ID]
+  defaultRoute: [batch]
+  batch:
+    url: out/snapshots
+    maxEvents: 4000
+    maxAgeSeconds: 1
+  sink:
+    url: sqlite://out/sink.db
+"#;
+
+async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::copy(
+        examples.join("data/ledger-0001.dat"),
+        dir.path().join("data/ledger-0001.dat"),
+    )?;
+    let state = dir.path().join("state");
+    let first = decodable(&examples.join("data/ledger-0001.dat"))?;
+    let second = decodable(&examples.join("data/ledger-0002.dat"))?;
+
+    let pipeline = parse_manifest(MANIFEST)?;
+    api.create(&PostParams::default(), &pipeline)
+        .await
+        .context("creating the SyncPipeline")?;
+
+    // First run: everything in ledger-0001.dat, then SIGTERM.
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state)?;
+    let status = wait_for_status(&api, "all of ledger-0001.dat", |s| {
+        s.events_read == Some(first.records)
+            && s.sources
+                .first()
+                .and_then(|src| src.position.as_deref())
+                .is_some_and(|p| p.starts_with(&format!("ledger-0001.dat record {}", first.last)))
+    })
+    .await?;
+    assert_eq!(status.sources.len(), 1, "{status:?}");
+    assert_eq!(status.sources[0].name, "ledger");
+    assert_eq!(status.sources[0].events_read, first.records);
+    assert_eq!(status.breaker.as_deref(), Some("closed"), "{status:?}");
+    assert_eq!(status.phase, None, "the worker never writes the phase");
+    assert!(status.conditions.is_empty(), "nor conditions");
+    let beat = heartbeat(&status)?;
+    // The heartbeat keeps moving while nothing else changes.
+    wait_for_status(&api, "a newer heartbeat", |s| {
+        heartbeat(s).is_ok_and(|b| b > beat)
+    })
+    .await?;
+    let managers = status_managers(&api).await?;
+    assert!(
+        managers.contains("syncmesh-worker"),
+        "status applied by field manager syncmesh-worker: {managers:?}"
+    );
+
+    let metrics = http_get(worker.port, "/metrics")?;
+    assert_eq!(metrics.0, 200);
+    let series = format!(
+        "syncmesh_source_events_total{{pipeline=\"ledger\",source=\"ledger\"}} {}",
+        first.records
+    );
+    assert!(metrics.1.contains(&series), "{series} in /metrics");
+    assert_eq!(http_get(worker.port, "/healthz")?.0, 200);
+    assert_eq!(http_get(worker.port, "/readyz")?.0, 200);
+    let db = dir.path().join("out/sink.db");
+    poll_until(DEADLINE, "the sink to hold ledger-0001.dat", || {
+        let db = db.clone();
+        let want = first.ids.len() as i64;
+        async move { Ok((sink_count(&db).await? == want).then_some(())) }
+    })
+    .await?;
+
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "SIGTERM drains and exits 0: {exit}");
+    let checkpoint = FileCheckpointStore::new(state.join("checkpoint"), "ledger")
+        .load()?
+        .ok_or_else(|| anyhow!("no checkpoint after the drain"))?;
+    match checkpoint
+        .sources
+        .get("ledger")
+        .and_then(|p| p.position.as_ref())
+    {
+        Some(Position::File { file, record, .. }) => {
+            assert_eq!((file.as_str(), *record), ("ledger-0001.dat", first.last));
+        }
+        other => bail!("checkpoint position {other:?}"),
+    }
+
+    // Second run: a new file arrives; the restart reads only it.
+    std::fs::copy(
+        examples.join("data/ledger-0002.dat"),
+        dir.path().join("data/ledger-0002.dat"),
+    )?;
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state)?;
+    wait_for_status(&api, "only ledger-0002.dat read after the restart", |s| {
+        s.events_read == Some(second.records)
+            && s.sources
+                .first()
+                .and_then(|src| src.position.as_deref())
+                .is_some_and(|p| p.starts_with(&format!("ledger-0002.dat record {}", second.last)))
+    })
+    .await?;
+    let all: BTreeSet<i64> = first.ids.union(&second.ids).copied().collect();
+    poll_until(DEADLINE, "the sink to hold both files", || {
+        let db = db.clone();
+        let want = all.len() as i64;
+        async move { Ok((sink_count(&db).await? == want).then_some(())) }
+    })
+    .await?;
+
+    // A spec change: the worker drains and exits 0 by itself, for the rollout to restart it.
+    api.patch(
+        "ledger",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"batch": {"maxEvents": 5000}}})),
+    )
+    .await?;
+    let exit = worker.wait(DEADLINE).await?;
+    assert!(exit.success(), "a spec change drains and exits 0: {exit}");
+    let status = api.get_status("ledger").await?.status.unwrap_or_default();
+    assert_eq!(
+        status.events_read,
+        Some(second.records),
+        "the final status counts only this run's reads: {status:?}"
+    );
+    assert_eq!(sink_count(&db).await?, all.len() as i64, "each row once");
+    Ok(())
+}
+
+/// The records of a data file that decode, its last record number and its distinct keys.
+struct Expected {
+    records: u64,
+    last: u64,
+    ids: BTreeSet<i64>,
+}
+
+fn decodable(file: &Path) -> anyhow::Result<Expected> {
+    let layout = Layout::load(repo_root().join("deploy/examples/ledger.cpy"))?;
+    let decoder = RecordDecoder::new(&layout, DecodeOptions::default())?;
+    let bytes = std::fs::read(file)?;
+    let mut out = Expected {
+        records: 0,
+        last: (bytes.len() / RECORD) as u64,
+        ids: BTreeSet::new(),
+    };
+    for rec in bytes.chunks(RECORD) {
+        if let Ok(values) = decoder.decode(rec) {
+            out.records += 1;
+            if let Value::Int(id) = values[0] {
+                out.ids.insert(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn wait_for_status(
+    api: &Api<SyncPipeline>,
+    what: &str,
+    done: impl Fn(&SyncPipelineStatus) -> bool,
+) -> anyhow::Result<SyncPipelineStatus> {
+    let done = &done;
+    poll_until(DEADLINE, &format!("status: {what}"), || async move {
+        let status = api.get_status("ledger").await?.status.unwrap_or_default();
+        if done(&status) {
+            Ok(Some(status))
+        } else {
+            Err(anyhow!("{}", serde_json::to_string(&status)?))
+        }
+    })
+    .await
+}
+
+fn heartbeat(s: &SyncPipelineStatus) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
+    let beat = s
+        .heartbeat
+        .as_deref()
+        .ok_or_else(|| anyhow!("no heartbeat"))?;
+    Ok(chrono::DateTime::parse_from_rfc3339(beat)?)
+}
+
+/// The field managers that applied to the object (the worker applies only status).
+async fn status_managers(api: &Api<SyncPipeline>) -> anyhow::Result<BTreeSet<String>> {
+    let p = api.get("ledger").await?;
+    Ok(p.metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.operation.as_deref() == Some("Apply"))
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:status").is_some())
+        })
+        .filter_map(|m| m.manager)
+        .collect())
+}
+
+async fn sink_count(db: &Path) -> anyhow::Result<i64> {
+    use sqlx::sqlite::SqlitePoolOptions;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok(n)
+}
+
+/// A plain HTTP/1.0 GET on loopback: the status code and the body.
+fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad response to {path}: {text:.200}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The worker process; killed if the test ends early.
+struct Worker {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn spawn(kube: &Kube, ns: &str, base: &Path, state: &Path) -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = base.join(format!("worker-{port}.log"));
+        let child = Command::new(bin())
+            .args(["worker", "--pipeline", &format!("{ns}/ledger")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--base-dir")
+            .arg(base)
+            .args(["--status-interval", "1s", "--poll-interval", "200ms"])
+            .env("KUBECONFIG", &kube.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning syncmesh worker")?;
+        Ok(Self { child, port, log })
+    }
+
+    async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM failed");
+        self.wait(DEADLINE).await
+    }
+
+    async fn wait(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let log = self.log.clone();
+        let child = &mut self.child;
+        poll_until(deadline, "the worker to exit", || {
+            let exited = child.try_wait();
+            let log = log.clone();
+            async move {
+                match exited? {
+                    Some(status) => {
+                        if !status.success() {
+                            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+                        }
+                        Ok(Some(status))
+                    }
+                    None => Ok(None),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            eprintln!(
+                "worker log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
