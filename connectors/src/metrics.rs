@@ -2,7 +2,8 @@
 //! for counters, base units (seconds, bytes). Every series carries the pipeline name.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::net::SocketAddr;
 
@@ -24,6 +25,10 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     pub sink_diverted_rows: IntCounterVec,
     pub sink_replayed_events: IntCounterVec,
+    /// Source commit time to acknowledgement by a path, per path.
+    pub end_to_end_seconds: HistogramVec,
+    /// Source commit time to acknowledgement of the newest committed event, per source.
+    pub source_lag_seconds: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -37,6 +42,16 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
     let buckets = vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
+    histogram_with(r, name, help, labels, buckets)
+}
+
+fn histogram_with(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("valid metric definition");
     r.register(Box::new(h.clone()))
@@ -154,6 +169,32 @@ impl Metrics {
                 "Diverted events replayed into the original table by compensation",
                 &["pipeline", "table"],
             ),
+            // Seconds to hours: a batch path acknowledges at snapshot commit, and a file
+            // source's "commit time" may be the file's age.
+            end_to_end_seconds: histogram_with(
+                &r,
+                "syncmesh_end_to_end_latency_seconds",
+                "Time from an event's source commit to its acknowledgement by a path",
+                &["pipeline", "path"],
+                vec![
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                    3600.0, 21600.0, 86400.0,
+                ],
+            ),
+            source_lag_seconds: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "syncmesh_source_lag_seconds",
+                        "Time from the source commit of the newest event every path has \
+                         acknowledged to that acknowledgement",
+                    ),
+                    &["pipeline", "source"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
             registry: r,
         }
     }

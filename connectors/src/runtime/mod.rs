@@ -192,7 +192,7 @@ impl Runtime {
                     in_flight.set(tracker.in_flight() as i64);
                 }
                 Some(ack) = ack_rx.recv() => {
-                    tracker.ack(ack.path, ack.seq);
+                    self.time_ack(&mut tracker, &ack, &names);
                     path_counters[ack.path].inc_by(ack.events);
                     self.counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
                     in_flight.set(tracker.in_flight() as i64);
@@ -224,7 +224,7 @@ impl Runtime {
         }
         // All tasks have ended and every ack has been received.
         while let Ok(ack) = ack_rx.try_recv() {
-            tracker.ack(ack.path, ack.seq);
+            self.time_ack(&mut tracker, &ack, &names);
             path_counters[ack.path].inc_by(ack.events);
             self.counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
         }
@@ -271,7 +271,13 @@ impl Runtime {
                 SourceItem::Event(event) => {
                     events += 1;
                     let mask = self.decider.decide(&event);
-                    let seq = tracker.dispatch(batch.source, event.position.clone(), mask, false);
+                    let seq = tracker.dispatch_event(
+                        batch.source,
+                        event.position.clone(),
+                        mask,
+                        false,
+                        event.commit_time(),
+                    );
                     let event = Arc::new(event);
                     for (i, slot) in out.iter_mut().enumerate() {
                         if mask & (1 << i) != 0 {
@@ -310,6 +316,29 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Applies an ack, observing each newly acknowledged event's end-to-end latency and the
+    /// lag of every source whose committed position moved.
+    fn time_ack(&self, tracker: &mut Tracker, ack: &Ack, names: &[String]) {
+        let now = chrono::Utc::now();
+        let seconds = |t: chrono::DateTime<chrono::Utc>| {
+            (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6
+        };
+        let latency = self
+            .metrics
+            .end_to_end_seconds
+            .with_label_values(&[&self.pipeline, PATHS[ack.path].as_str()]);
+        for t in tracker.newly_acked(ack.path, ack.seq) {
+            latency.observe(seconds(t));
+        }
+        tracker.ack(ack.path, ack.seq);
+        for (source, t) in tracker.take_committed_times() {
+            self.metrics
+                .source_lag_seconds
+                .with_label_values(&[&self.pipeline, &names[source]])
+                .set(seconds(t));
+        }
     }
 
     fn persist(&mut self, tracker: &mut Tracker, names: &[String]) -> Result<(), RuntimeError> {

@@ -7,6 +7,7 @@
 //! One task owns the tracker; nothing here is shared or locked.
 
 use crate::event::Position;
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, VecDeque};
 
 /// A set of paths, as a bitmask over path indexes.
@@ -20,6 +21,8 @@ struct Pending {
     paths: PathMask,
     /// This item closes a unit of the source (a file read to its end).
     completes: bool,
+    /// When the source committed the event, where it says.
+    commit_time: Option<DateTime<Utc>>,
 }
 
 /// Committed progress of one source: its position and the units (files) finished.
@@ -38,6 +41,9 @@ pub struct Tracker {
     pending: VecDeque<Pending>,
     progress: Vec<SourceProgress>,
     dirty: bool,
+    /// Commit times of items that became committed since the last `take_committed_times`,
+    /// newest per source: the source's lag.
+    committed_times: Vec<Option<DateTime<Utc>>>,
 }
 
 impl Tracker {
@@ -48,6 +54,7 @@ impl Tracker {
             next_seq: 1,
             acked: vec![0; paths],
             pending: VecDeque::new(),
+            committed_times: vec![None; progress.len()],
             progress,
             dirty: false,
         }
@@ -61,6 +68,19 @@ impl Tracker {
         paths: PathMask,
         completes: bool,
     ) -> u64 {
+        self.dispatch_event(source, position, paths, completes, None)
+    }
+
+    /// [`Tracker::dispatch`] for an event whose source commit time is known, so that its
+    /// acknowledgement can be timed.
+    pub fn dispatch_event(
+        &mut self,
+        source: usize,
+        position: Position,
+        paths: PathMask,
+        completes: bool,
+        commit_time: Option<DateTime<Utc>>,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push_back(Pending {
@@ -69,9 +89,32 @@ impl Tracker {
             position,
             paths,
             completes,
+            commit_time,
         });
         self.advance();
         seq
+    }
+
+    /// The source commit times of the items that an ack of `seq` by `path` newly covers,
+    /// to be read before [`Tracker::ack`]. Pending items are in seq order, so the range is
+    /// found by binary search.
+    pub fn newly_acked(&self, path: usize, seq: u64) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let old = self.acked[path];
+        let from = self.pending.partition_point(|p| p.seq <= old);
+        let to = self.pending.partition_point(|p| p.seq <= seq);
+        self.pending
+            .range(from..to.max(from))
+            .filter(move |p| p.paths & (1 << path) != 0)
+            .filter_map(|p| p.commit_time)
+    }
+
+    /// Per source, the commit time of the newest item committed since the last call.
+    pub fn take_committed_times(&mut self) -> Vec<(usize, DateTime<Utc>)> {
+        self.committed_times
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, t)| t.take().map(|t| (i, t)))
+            .collect()
     }
 
     /// Path `path` has made everything up to `seq` durable.
@@ -100,6 +143,9 @@ impl Tracker {
                 progress.completed.insert(file.clone());
             }
             progress.position = Some(done.position);
+            if done.commit_time.is_some() {
+                self.committed_times[done.source] = done.commit_time;
+            }
             self.dirty = true;
         }
     }
@@ -214,5 +260,30 @@ mod tests {
             }
             assert_eq!(record_of(&t), Some(3));
         }
+    }
+
+    #[test]
+    fn acks_yield_the_commit_times_they_cover_once_and_per_path() {
+        let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0);
+        let mut t = Tracker::new(2, vec![SourceProgress::default()]);
+        t.dispatch_event(0, pos(1), 0b01, false, at(100));
+        t.dispatch_event(0, pos(2), 0b11, false, at(200));
+        t.dispatch_event(0, pos(3), 0b10, false, None);
+        t.dispatch_event(0, pos(4), 0b11, false, at(400));
+        let seen: Vec<_> = t.newly_acked(0, 2).collect();
+        assert_eq!(seen, vec![at(100).unwrap(), at(200).unwrap()]);
+        t.ack(0, 2);
+        // Item 2 still waits for path 1: nothing new is committed past item 1.
+        assert_eq!(t.take_committed_times(), vec![(0, at(100).unwrap())]);
+        assert_eq!(t.take_committed_times(), vec![]);
+        // Path 1 covers 2 and 4 (3 has no commit time); a repeated ack covers nothing.
+        let seen: Vec<_> = t.newly_acked(1, 4).collect();
+        assert_eq!(seen, vec![at(200).unwrap(), at(400).unwrap()]);
+        t.ack(1, 4);
+        assert_eq!(t.newly_acked(1, 4).count(), 0);
+        assert_eq!(t.take_committed_times(), vec![(0, at(200).unwrap())]);
+        t.ack(0, 4);
+        assert_eq!(t.take_committed_times(), vec![(0, at(400).unwrap())]);
+        assert_eq!(t.in_flight(), 0);
     }
 }
