@@ -130,14 +130,8 @@ impl StatusWriter {
             }
             let status = worker_status(&sources.observe(&mut checkpoint), &book);
             let since = last_attempt.map(|t| t.elapsed());
-            let due = match (since, &written) {
-                (None, _) => true,
-                (Some(s), _) if s < backoff => false,
-                (Some(s), Some(w)) => s >= self.interval || (s >= MIN_GAP && *w != status),
-                // The last write failed and the backoff has passed.
-                (Some(_), None) => true,
-            };
-            if !due {
+            let last = written.as_ref().map(|w| *w != status);
+            if !due(since, backoff, last, self.interval) {
                 continue;
             }
             last_attempt = Some(Instant::now());
@@ -150,7 +144,7 @@ impl StatusWriter {
                     backoff = Duration::ZERO;
                 }
                 Err(e) => {
-                    backoff = (backoff * 2).clamp(MIN_GAP, self.interval.max(MIN_GAP));
+                    backoff = next_backoff(backoff, self.interval);
                     written = None;
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot write the pipeline status; retrying");
                 }
@@ -173,11 +167,70 @@ impl StatusWriter {
     }
 }
 
+/// Whether to write now, `since` the last attempt (`None`: never tried). `changed` is whether
+/// the status differs from the last one written (`None`: the last attempt failed).
+fn due(
+    since: Option<Duration>,
+    backoff: Duration,
+    changed: Option<bool>,
+    interval: Duration,
+) -> bool {
+    match (since, changed) {
+        (None, _) => true,
+        (Some(s), _) if s < backoff => false,
+        (Some(s), Some(changed)) => s >= interval || (changed && s >= MIN_GAP),
+        // The last write failed and the backoff has passed.
+        (Some(_), None) => true,
+    }
+}
+
+/// The wait after a failed write: 1 s, doubling, at most the status interval.
+fn next_backoff(backoff: Duration, interval: Duration) -> Duration {
+    (backoff * 2).clamp(MIN_GAP, interval.max(MIN_GAP))
+}
+
 async fn recv(
     rx: &mut Option<broadcast::Receiver<CheckOutcome>>,
 ) -> Result<CheckOutcome, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn writes_first_on_change_at_most_once_a_second_and_at_each_interval() {
+        let interval = 5 * S;
+        assert!(due(None, Duration::ZERO, None, interval), "the first write");
+        let half = S / 2;
+        assert!(!due(Some(half), Duration::ZERO, Some(true), interval));
+        assert!(due(Some(S), Duration::ZERO, Some(true), interval));
+        assert!(!due(Some(4 * S), Duration::ZERO, Some(false), interval));
+        assert!(
+            due(Some(interval), Duration::ZERO, Some(false), interval),
+            "the heartbeat"
+        );
+    }
+
+    #[test]
+    fn failed_writes_are_retried_after_a_growing_backoff() {
+        let interval = 5 * S;
+        let mut backoff = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            backoff = next_backoff(backoff, interval);
+            waits.push(backoff.as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 5, 5]);
+        assert!(!due(Some(3 * S), 4 * S, None, interval));
+        assert!(due(Some(4 * S), 4 * S, None, interval));
+        // A change does not cut the backoff short.
+        assert!(!due(Some(S), 2 * S, Some(true), interval));
     }
 }
