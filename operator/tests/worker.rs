@@ -64,6 +64,11 @@ spec:
     maxAgeSeconds: 1
   sink:
     url: sqlite://out/sink.db
+  # Compared with the sink itself: a check over applied rows must pass.
+  check:
+    sourceUrl: sqlite://out/sink.db
+    schedule: "0 2 * * *"
+    tables: [bank.ledger]
 "#;
 
 async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
@@ -128,6 +133,33 @@ async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Resu
         async move { Ok((sink_count(&db).await? == want).then_some(())) }
     })
     .await?;
+
+    // An on-demand check through the annotation; its outcome reaches the status.
+    api.patch(
+        "ledger",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {"syncmesh.io/check-requested": "1"}}
+        })),
+    )
+    .await?;
+    let want = first.ids.len() as u64;
+    let status = wait_for_status(&api, "a passed check of every row", |s| {
+        s.last_check.as_deref() == Some("Passed")
+            && s.checks.first().is_some_and(|c| c.source_rows == want)
+    })
+    .await?;
+    let check = &status.checks[0];
+    assert_eq!(check.table, "bank.ledger");
+    assert_eq!(
+        (check.sink_rows, check.missing, check.extra, check.different),
+        (want, 0, 0, 0)
+    );
+    assert_eq!(check.consecutive_failures, 0);
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&check.finished_at).is_ok(),
+        "{check:?}"
+    );
 
     let exit = worker.terminate().await?;
     assert!(exit.success(), "SIGTERM drains and exits 0: {exit}");

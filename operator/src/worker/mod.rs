@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use syncmesh_connectors::checker::CheckTrigger;
 use syncmesh_connectors::checkpoint::FileCheckpointStore;
 use syncmesh_connectors::metrics::{Metrics, serve_with_readiness};
 use syncmesh_connectors::runtime::StopSignal;
@@ -22,6 +23,11 @@ use syncmesh_crds::{FieldIssue, SyncPipeline, validate_spec};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use writer::{Sources, StatusWriter};
+
+/// Changing this annotation's value on the SyncPipeline asks the worker to run the
+/// consistency checks of `spec.check` now, e.g.
+/// `kubectl annotate sp ledger syncmesh.io/check-requested="$(date +%s)" --overwrite`.
+pub const CHECK_ANNOTATION: &str = "syncmesh.io/check-requested";
 
 /// How a worker is hosted (from the command line).
 #[derive(Debug, Clone)]
@@ -114,8 +120,12 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
     }
     let watch_task = tokio::spawn(watch_spec(
         api.clone(),
-        cfg.name.clone(),
-        generation,
+        Watched {
+            name: cfg.name.clone(),
+            generation,
+            check_request: check_request(&manifest),
+        },
+        pipeline.check_trigger(),
         stop_tx.clone(),
         reason.clone(),
     ));
@@ -200,21 +210,53 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Watches the pipeline; a new generation (a spec change) or its deletion stops the run.
-async fn watch_spec(
-    api: Api<SyncPipeline>,
+/// What the worker started from.
+struct Watched {
     name: String,
     generation: Option<i64>,
+    /// The value of [`CHECK_ANNOTATION`] at start (a request already served or ignored).
+    check_request: Option<String>,
+}
+
+fn check_request(p: &SyncPipeline) -> Option<String> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CHECK_ANNOTATION).cloned())
+}
+
+/// Watches the pipeline: a new generation (a spec change) or its deletion stops the run; a
+/// new value of [`CHECK_ANNOTATION`] runs the checks.
+async fn watch_spec(
+    api: Api<SyncPipeline>,
+    mut seen: Watched,
+    checks: Option<CheckTrigger>,
     stop_tx: watch::Sender<bool>,
     reason: Arc<OnceLock<StopReason>>,
 ) {
+    let generation = seen.generation;
     let mut backoff = Duration::from_millis(500);
-    let stream = kube::runtime::watcher::watch_object(api, &name);
+    let stream = kube::runtime::watcher::watch_object(api, &seen.name);
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         match event {
             Ok(Some(p)) if p.metadata.generation == generation => {
                 backoff = Duration::from_millis(500);
+                let request = check_request(&p);
+                if request.is_some() && request != seen.check_request {
+                    match &checks {
+                        Some(t) if t.request() => {
+                            tracing::info!(annotation = CHECK_ANNOTATION, value = ?request, "consistency checks requested");
+                        }
+                        Some(_) => tracing::warn!(
+                            "consistency checks requested, but the checker has stopped"
+                        ),
+                        None => tracing::warn!(
+                            "consistency checks requested, but the pipeline has no spec.check"
+                        ),
+                    }
+                }
+                seen.check_request = request;
             }
             Ok(Some(p)) => {
                 let r = StopReason::SpecChanged {
