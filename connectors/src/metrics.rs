@@ -11,6 +11,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub events_read: IntCounterVec,
     pub decisions: IntCounterVec,
+    /// Events the real-time path's fallback sent to the batch path while it was degraded.
+    pub route_fallbacks: IntCounterVec,
     pub path_events: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub in_flight: IntGaugeVec,
@@ -195,6 +197,12 @@ impl Metrics {
                     .expect("metric registered once");
                 g
             },
+            route_fallbacks: counter(
+                &r,
+                "syncmesh_route_fallbacks_total",
+                "Events routed to the batch path because the real-time path was degraded",
+                &["pipeline"],
+            ),
             registry: r,
         }
     }

@@ -7,7 +7,7 @@ use crate::checker::{
 };
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
-use crate::decider::{Decider, PATHS, RuleError, RuleSet, path_index};
+use crate::decider::{Decider, Fallback, PATHS, RuleError, RuleSet, path_index};
 use crate::event::TableId;
 use crate::lineage::{
     FileEmitter, HttpEmitter, InputDataset, LineageEmitter, LineageError, NoopEmitter,
@@ -125,6 +125,7 @@ fn realtime_config(rt: &syncmesh_crds::RealtimeSpec) -> RealtimeConfig {
     config.replication_factor = rt.replication_factor;
     config.operation_timeout = Duration::from_secs(rt.operation_timeout_seconds);
     config.properties = rt.properties.clone();
+    config.degraded_after = Duration::from_millis(rt.degraded_after_ms);
     config
 }
 
@@ -266,21 +267,22 @@ impl Pipeline {
                 syncmesh_crds::SnapshotFormatName::Jsonl => SnapshotFormat::Jsonl,
             };
             let full_schedule = if batch.full_snapshot.enabled {
-                let cron = batch.full_snapshot.cron().map_err(|reason| BuildError::Invalid {
-                    field: "spec.batch.fullSnapshot.schedule".into(),
-                    reason,
-                })?;
+                let cron = batch
+                    .full_snapshot
+                    .cron()
+                    .map_err(|reason| BuildError::Invalid {
+                        field: "spec.batch.fullSnapshot.schedule".into(),
+                        reason,
+                    })?;
                 Some(cron)
             } else {
                 None
             };
             paths[path_index(PathName::Batch)] = Some(Box::new(BatchPath {
                 pipeline: name.clone(),
-                writer: SnapshotWriter::new(store)
-                    .with_format(format)
-                    .with_retry(RetryPolicy::new(Duration::from_secs(
-                        batch.retry_timeout_seconds,
-                    ))),
+                writer: SnapshotWriter::new(store).with_format(format).with_retry(
+                    RetryPolicy::new(Duration::from_secs(batch.retry_timeout_seconds)),
+                ),
                 applier: writer
                     .clone()
                     .zip(breakers.clone())
@@ -307,6 +309,7 @@ impl Pipeline {
             }));
         }
 
+        let mut fallback = None;
         if let Some(rt) = &spec.realtime {
             let config = realtime_config(rt);
             let namespace = format!(
@@ -320,8 +323,14 @@ impl Pipeline {
                         .with_schema(schema),
                 ));
             }
-            paths[path_index(PathName::Realtime)] =
-                Some(Box::new(RealtimePath::new(name.clone(), config, &metrics)?));
+            let path = RealtimePath::new(name.clone(), config, &metrics)?;
+            if rt.fallback == syncmesh_crds::FallbackPolicy::Batch {
+                fallback = Some(Fallback {
+                    realtime: path.health(),
+                    diverted: metrics.route_fallbacks.with_label_values(&[&name]),
+                });
+            }
+            paths[path_index(PathName::Realtime)] = Some(Box::new(path));
         }
 
         let dead_letter_path = match &spec.dead_letter {
@@ -360,7 +369,10 @@ impl Pipeline {
         let runtime = Runtime {
             pipeline: name.clone(),
             sources,
-            decider: Arc::new(Decider::new(rules)),
+            decider: Arc::new(match fallback {
+                Some(f) => Decider::new(rules).with_fallback(f),
+                None => Decider::new(rules),
+            }),
             paths,
             checkpoint: Box::new(FileCheckpointStore::new(
                 options.state_dir.join("checkpoint"),

@@ -424,6 +424,99 @@ pub struct RouteMatch {
     /// Operations; empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<OperationName>,
+    /// Only rows at least this large: the bytes of the row's values as the change event
+    /// carries them (text and binary by length, numbers and times by their fixed width).
+    /// Wide rows (documents, blobs) can so be kept off the real-time path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_row_bytes: Option<u64>,
+    /// Only rows at most this large (same measure as `minRowBytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_row_bytes: Option<u64>,
+    /// Only while the wall clock is inside this daily window, e.g. to keep a table on the
+    /// batch path during business hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_window: Option<TimeWindowSpec>,
+}
+
+/// A daily window of wall-clock time, `[start, end)`. A window whose end is before its
+/// start spans midnight (`22:00`-`06:00`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeWindowSpec {
+    /// `HH:MM`, 24-hour clock.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// `HH:MM`, 24-hour clock; the window ends just before this minute.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub end: String,
+    /// The clock's offset from UTC, `+HH:MM` or `-HH:MM`. Default `+00:00`.
+    #[serde(default = "default_utc_offset")]
+    #[schemars(regex(pattern = r"^[+-]([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub utc_offset: String,
+}
+
+fn default_utc_offset() -> String {
+    "+00:00".into()
+}
+
+/// A [`TimeWindowSpec`] in minutes of the day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DailyWindow {
+    /// First minute inside the window, 0..1440.
+    pub start: u32,
+    /// First minute after the window, 0..1440.
+    pub end: u32,
+    /// Seconds east of UTC.
+    pub offset_seconds: i32,
+}
+
+impl DailyWindow {
+    /// Whether `minute` (of the day, in the window's clock) is inside the window. Equal start
+    /// and end mean the whole day.
+    pub fn contains(&self, minute: u32) -> bool {
+        match self.start.cmp(&self.end) {
+            std::cmp::Ordering::Less => (self.start..self.end).contains(&minute),
+            std::cmp::Ordering::Greater => minute >= self.start || minute < self.end,
+            std::cmp::Ordering::Equal => true,
+        }
+    }
+}
+
+fn parse_clock(text: &str) -> Option<u32> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+impl TimeWindowSpec {
+    /// Parses the window; the error names the field that is wrong.
+    pub fn daily(&self) -> Result<DailyWindow, (&'static str, String)> {
+        let clock = |field: &'static str, text: &str| {
+            parse_clock(text).ok_or((field, format!("`{text}` is not a time of day as HH:MM")))
+        };
+        let start = clock("start", &self.start)?;
+        let end = clock("end", &self.end)?;
+        let bad_offset = || {
+            (
+                "utcOffset",
+                format!("`{}` is not an offset as +HH:MM or -HH:MM", self.utc_offset),
+            )
+        };
+        let (sign, rest) = match self.utc_offset.split_at_checked(1) {
+            Some(("+", rest)) => (1, rest),
+            Some(("-", rest)) => (-1, rest),
+            _ => return Err(bad_offset()),
+        };
+        let minutes = parse_clock(rest).ok_or_else(bad_offset)?;
+        Ok(DailyWindow {
+            start,
+            end,
+            offset_seconds: sign * minutes as i32 * 60,
+        })
+    }
 }
 
 /// A change operation, as named in routing rules.
@@ -767,6 +860,32 @@ pub struct RealtimeSpec {
     /// `bootstrap.servers`, `transactional.id` and `enable.idempotence` cannot be overridden.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// What happens to events routed to real time while the path is degraded (a transaction
+    /// has been open longer than `degradedAfterMs`, e.g. because the brokers are down).
+    #[serde(default)]
+    pub fallback: FallbackPolicy,
+    /// How long a transaction may stay open before the path counts as degraded.
+    #[serde(default = "default_rt_degraded_after_ms")]
+    #[schemars(range(min = 1))]
+    pub degraded_after_ms: u64,
+}
+
+fn default_rt_degraded_after_ms() -> u64 {
+    5_000
+}
+
+/// The health-aware fallback of the real-time path.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackPolicy {
+    /// Keep routing to real time; the path's queue fills and holds the sources back
+    /// (backpressure) until Kafka recovers. Kafka consumers miss nothing.
+    #[default]
+    Buffer,
+    /// Route what would go to real time to the batch path instead, so sources keep flowing;
+    /// those events then reach Kafka consumers never, and the sink through snapshots. Needs
+    /// `spec.batch`.
+    Batch,
 }
 
 /// How change events are written as Kafka record values.
@@ -853,7 +972,10 @@ pub struct WorkerSpec {
     /// ServiceAccount the worker runs as; it needs `get`/`watch` on its SyncPipeline and
     /// `patch` on its status. Default `syncmesh-worker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
     pub service_account_name: Option<String>,
     /// CPU and memory of the worker container. Default: requests `cpu: 100m`,
     /// `memory: 256Mi`; limits `memory: 1Gi`.
@@ -892,7 +1014,10 @@ pub struct SecretEnvVar {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// The Secret's name.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
     pub name: String,
     /// The key within the Secret.
     #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1))]

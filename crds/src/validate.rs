@@ -195,6 +195,22 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
                 ));
             }
         }
+        if let Some(window) = &route.matches.time_window
+            && let Err((field, reason)) = window.daily()
+        {
+            issues.push(FieldIssue::new(
+                format!("{at}.match.timeWindow.{field}"),
+                reason,
+            ));
+        }
+        if let (Some(min), Some(max)) = (route.matches.min_row_bytes, route.matches.max_row_bytes)
+            && min > max
+        {
+            issues.push(FieldIssue::new(
+                format!("{at}.match.maxRowBytes"),
+                format!("{max} is below minRowBytes {min}: the rule could never match"),
+            ));
+        }
         for (j, name) in route.matches.sources.iter().enumerate() {
             if !names.contains(name.as_str()) {
                 issues.push(FieldIssue::new(
@@ -212,6 +228,15 @@ pub fn validate_spec(spec: &SyncPipelineSpec) -> Vec<FieldIssue> {
         issues.push(FieldIssue::new(
             "spec.sink.breaker.maxSamples",
             "must be at least minSamples",
+        ));
+    }
+    if let Some(rt) = &spec.realtime
+        && rt.fallback == crate::FallbackPolicy::Batch
+        && spec.batch.is_none()
+    {
+        issues.push(FieldIssue::new(
+            "spec.realtime.fallback",
+            "`batch` needs a batch path: set spec.batch, or use `buffer`",
         ));
     }
     if let Some(lineage) = &spec.lineage
@@ -315,6 +340,22 @@ spec:
         assert_eq!(
             paths,
             ["spec.routes[0].match.sources[0]", "spec.routes[0].to[0]"]
+        );
+    }
+
+    #[test]
+    fn route_windows_sizes_and_the_batch_fallback_are_checked() {
+        let found = issues(
+            "  routes:\n    - name: r\n      match: {minRowBytes: 10, maxRowBytes: 5, timeWindow: {start: '09:00', end: '17:00', utcOffset: '+8'}}\n      to: []\n  defaultRoute: [realtime]\n  realtime: {brokers: 'k:9092', fallback: batch}\n",
+        );
+        let paths: Vec<_> = found.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.routes[0].match.timeWindow.utcOffset",
+                "spec.routes[0].match.maxRowBytes",
+                "spec.realtime.fallback",
+            ]
         );
     }
 

@@ -2,27 +2,34 @@
 //!
 //! The rule set is compiled once and swapped whole (`arc-swap`), so a reload never shows the
 //! hot path half a rule set and reading it takes no lock.
+//!
+//! A health-aware fallback sits after the rules: while the real-time path reports itself
+//! degraded, a pipeline whose policy is `batch` sends what the rules routed to real time to
+//! the batch path instead; with `buffer` (the default) nothing changes and the real-time
+//! path's queue holds the events (backpressure) until it recovers.
 
 use crate::event::{ChangeEvent, Operation};
 use crate::runtime::PathMask;
 use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use prometheus::IntCounter;
 use std::sync::Arc;
-use syncmesh_crds::{OperationName, PathName, RouteSpec};
+use std::sync::atomic::{AtomicBool, Ordering};
+use syncmesh_crds::{DailyWindow, OperationName, PathName, RouteSpec};
 
 /// The paths a pipeline has, in index order (the bit of each in a `PathMask`).
 pub const PATHS: [PathName; 2] = [PathName::Realtime, PathName::Batch];
 
 /// The index of `path` in `PATHS` (and in a runtime's path slots).
-pub fn path_index(path: PathName) -> usize {
+pub const fn path_index(path: PathName) -> usize {
     match path {
         PathName::Realtime => 0,
         PathName::Batch => 1,
     }
 }
 
-pub fn path_bit(path: PathName) -> PathMask {
+pub const fn path_bit(path: PathName) -> PathMask {
     1 << path_index(path)
 }
 
@@ -31,10 +38,18 @@ fn mask_of(paths: &[PathName]) -> PathMask {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("spec.routes[{index}].match.tables: {source}")]
-pub struct RuleError {
-    index: usize,
-    source: globset::Error,
+pub enum RuleError {
+    #[error("spec.routes[{index}].match.tables: {source}")]
+    Glob {
+        index: usize,
+        source: globset::Error,
+    },
+    #[error("spec.routes[{index}].match.timeWindow.{field}: {reason}")]
+    TimeWindow {
+        index: usize,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 struct Rule {
@@ -43,6 +58,9 @@ struct Rule {
     tables: Option<GlobSet>,
     /// Bit per `Operation` (see `op_bit`); 0 means any.
     ops: u8,
+    /// Inclusive bounds on the row's size in bytes.
+    row_bytes: Option<(u64, u64)>,
+    window: Option<DailyWindow>,
     to: PathMask,
 }
 
@@ -66,14 +84,27 @@ fn op_name_bit(op: OperationName) -> u8 {
     }
 }
 
+/// The minute of the day at `now` on a clock `offset_seconds` east of UTC.
+fn minute_of_day(now: DateTime<Utc>, offset_seconds: i32) -> u32 {
+    ((now.timestamp() + i64::from(offset_seconds)).rem_euclid(86_400) / 60) as u32
+}
+
 impl Rule {
-    fn matches(&self, event: &ChangeEvent) -> bool {
+    /// Cheap conditions first; the row's size is only measured when a rule bounds it.
+    fn matches(&self, event: &ChangeEvent, now: DateTime<Utc>) -> bool {
         (self.ops == 0 || self.ops & op_bit(event.op) != 0)
             && (self.sources.is_empty() || self.sources.iter().any(|s| **s == *event.source))
+            && self
+                .window
+                .is_none_or(|w| w.contains(minute_of_day(now, w.offset_seconds)))
             && self
                 .tables
                 .as_ref()
                 .is_none_or(|g| g.is_match(event.table().to_string()))
+            && self.row_bytes.is_none_or(|(min, max)| {
+                let size = event.row_bytes() as u64;
+                (min..=max).contains(&size)
+            })
     }
 }
 
@@ -99,9 +130,24 @@ impl RuleSet {
             } else {
                 let mut b = GlobSetBuilder::new();
                 for t in &route.matches.tables {
-                    b.add(Glob::new(t).map_err(|source| RuleError { index, source })?);
+                    b.add(Glob::new(t).map_err(|source| RuleError::Glob { index, source })?);
                 }
-                Some(b.build().map_err(|source| RuleError { index, source })?)
+                Some(
+                    b.build()
+                        .map_err(|source| RuleError::Glob { index, source })?,
+                )
+            };
+            let window = match &route.matches.time_window {
+                None => None,
+                Some(w) => Some(w.daily().map_err(|(field, reason)| RuleError::TimeWindow {
+                    index,
+                    field,
+                    reason,
+                })?),
+            };
+            let row_bytes = match (route.matches.min_row_bytes, route.matches.max_row_bytes) {
+                (None, None) => None,
+                (min, max) => Some((min.unwrap_or(0), max.unwrap_or(u64::MAX))),
             };
             rules.push(Rule {
                 name: route.name.clone(),
@@ -112,6 +158,8 @@ impl RuleSet {
                     .operations
                     .iter()
                     .fold(0, |m, o| m | op_name_bit(*o)),
+                row_bytes,
+                window,
                 to: mask_of(&route.to),
             });
         }
@@ -126,27 +174,74 @@ impl RuleSet {
 
     /// The paths `event` takes, counting the decision.
     pub fn decide(&self, event: &ChangeEvent) -> PathMask {
-        let hit = self.rules.iter().position(|r| r.matches(event));
+        self.decide_at(event, Utc::now())
+    }
+
+    /// [`RuleSet::decide`] with the wall clock given, for time windows.
+    pub fn decide_at(&self, event: &ChangeEvent, now: DateTime<Utc>) -> PathMask {
+        let hit = self.rules.iter().position(|r| r.matches(event, now));
         let idx = hit.unwrap_or(self.rules.len());
         self.counters[idx].inc();
         hit.map_or(self.default, |i| self.rules[i].to)
     }
 }
 
+/// Whether a path is degraded, as the path itself reports it; read per event without a lock.
+#[derive(Debug, Default)]
+pub struct PathHealth {
+    degraded: AtomicBool,
+}
+
+impl PathHealth {
+    pub fn set_degraded(&self, degraded: bool) {
+        self.degraded.store(degraded, Ordering::Relaxed);
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+}
+
+/// The policy while the real-time path is degraded: divert its events to the batch path.
+/// (The other policy, buffering, needs nothing here: it is the absence of a fallback.)
+pub struct Fallback {
+    pub realtime: Arc<PathHealth>,
+    /// Counts each event diverted.
+    pub diverted: IntCounter,
+}
+
+const REALTIME: PathMask = path_bit(PathName::Realtime);
+const BATCH: PathMask = path_bit(PathName::Batch);
+
 /// The live decider: a rule set that can be replaced while events flow.
 pub struct Decider {
     rules: ArcSwap<RuleSet>,
+    fallback: Option<Fallback>,
 }
 
 impl Decider {
     pub fn new(rules: RuleSet) -> Self {
         Self {
             rules: ArcSwap::from_pointee(rules),
+            fallback: None,
         }
     }
 
+    /// Diverts real-time events to the batch path while `fallback.realtime` is degraded.
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
+        self
+    }
+
     pub fn decide(&self, event: &ChangeEvent) -> PathMask {
-        self.rules.load().decide(event)
+        let mask = self.rules.load().decide(event);
+        match &self.fallback {
+            Some(f) if mask & REALTIME != 0 && f.realtime.is_degraded() => {
+                f.diverted.inc();
+                (mask & !REALTIME) | BATCH
+            }
+            _ => mask,
+        }
     }
 
     /// Replaces the whole rule set; events decided after this call use the new one.
@@ -186,6 +281,7 @@ mod tests {
                 sources: vec![],
                 tables: tables.iter().map(|s| s.to_string()).collect(),
                 operations: ops.to_vec(),
+                ..RouteMatch::default()
             },
             to: to.to_vec(),
         }
@@ -239,5 +335,122 @@ mod tests {
         );
         assert_eq!(d.decide(&event("a.b", Operation::Insert)), 1);
         assert_eq!(c.get(), 2);
+    }
+
+    fn counter() -> IntCounter {
+        IntCounter::new("c", "c").unwrap()
+    }
+
+    fn with_row(mut e: ChangeEvent, row: Vec<crate::event::Value>) -> ChangeEvent {
+        e.after = Some(row);
+        e
+    }
+
+    #[test]
+    fn row_size_bounds_match_inclusively_and_measure_the_row() {
+        use crate::event::Value;
+        let mut wide = route("wide", &[], &[], &[PathName::Batch]);
+        wide.matches.min_row_bytes = Some(100);
+        let rules = RuleSet::compile(&[wide], &[PathName::Realtime], |_| counter()).unwrap();
+        let row = |text: usize| vec![Value::Int(1), Value::String("x".repeat(text))];
+        // 8 bytes of integer plus the text.
+        assert_eq!(
+            rules.decide(&with_row(event("a.b", Operation::Insert), row(91))),
+            1
+        );
+        assert_eq!(
+            rules.decide(&with_row(event("a.b", Operation::Insert), row(92))),
+            2
+        );
+        // A delete is measured by its before image.
+        let mut delete = event("a.b", Operation::Delete);
+        delete.before = Some(row(500));
+        delete.after = None;
+        assert_eq!(rules.decide(&delete), 2);
+
+        let mut narrow = route("narrow", &[], &[], &[PathName::Realtime]);
+        narrow.matches.max_row_bytes = Some(10);
+        let rules = RuleSet::compile(&[narrow], &[PathName::Batch], |_| counter()).unwrap();
+        assert_eq!(
+            rules.decide(&with_row(event("a.b", Operation::Insert), row(2))),
+            1
+        );
+        assert_eq!(
+            rules.decide(&with_row(event("a.b", Operation::Insert), row(3))),
+            2
+        );
+    }
+
+    #[test]
+    fn time_windows_follow_the_clock_offset_and_span_midnight() {
+        use syncmesh_crds::TimeWindowSpec;
+        let at = |h: u32, m: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
+                .unwrap()
+                .and_hms_opt(h, m, 0)
+                .unwrap()
+                .and_utc()
+        };
+        let mut night = route("night", &[], &[], &[PathName::Batch]);
+        night.matches.time_window = Some(TimeWindowSpec {
+            start: "22:00".into(),
+            end: "06:00".into(),
+            utc_offset: "+08:00".into(),
+        });
+        let rules = RuleSet::compile(&[night], &[PathName::Realtime], |_| counter()).unwrap();
+        let e = event("a.b", Operation::Insert);
+        // 14:00 UTC is 22:00 at +08:00: inside; 21:59 at +08:00 is not; 05:59 is, 06:00 is not.
+        assert_eq!(rules.decide_at(&e, at(14, 0)), 2);
+        assert_eq!(rules.decide_at(&e, at(13, 59)), 1);
+        assert_eq!(rules.decide_at(&e, at(21, 59)), 2);
+        assert_eq!(rules.decide_at(&e, at(22, 0)), 1);
+
+        let mut bad = route("bad", &[], &[], &[]);
+        bad.matches.time_window = Some(TimeWindowSpec {
+            start: "24:00".into(),
+            end: "06:00".into(),
+            utc_offset: "+00:00".into(),
+        });
+        let err = RuleSet::compile(&[bad], &[], |_| counter())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("spec.routes[0].match.timeWindow.start:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_degraded_realtime_path_diverts_to_batch_only_with_the_fallback() {
+        let rules = || {
+            RuleSet::compile(
+                &[route(
+                    "both",
+                    &["x.*"],
+                    &[],
+                    &[PathName::Realtime, PathName::Batch],
+                )],
+                &[PathName::Realtime],
+                |_| counter(),
+            )
+            .unwrap()
+        };
+        let health = Arc::new(PathHealth::default());
+        let diverted = counter();
+        let d = Decider::new(rules()).with_fallback(Fallback {
+            realtime: health.clone(),
+            diverted: diverted.clone(),
+        });
+        let buffering = Decider::new(rules());
+        assert_eq!(d.decide(&event("a.b", Operation::Insert)), REALTIME);
+        health.set_degraded(true);
+        assert_eq!(d.decide(&event("a.b", Operation::Insert)), BATCH);
+        assert_eq!(d.decide(&event("x.y", Operation::Insert)), BATCH);
+        assert_eq!(buffering.decide(&event("a.b", Operation::Insert)), REALTIME);
+        assert_eq!(diverted.get(), 2);
+        health.set_degraded(false);
+        assert_eq!(d.decide(&event("x.y", Operation::Insert)), REALTIME | BATCH);
+        assert_eq!(diverted.get(), 2);
     }
 }

@@ -184,6 +184,13 @@ impl ChangeEvent {
     }
 
     /// Source commit time, when the source knows it.
+    /// The size of the row (after the change, or before it for a delete) in bytes of data;
+    /// see [`Value::data_len`].
+    pub fn row_bytes(&self) -> usize {
+        self.row()
+            .map_or(0, |row| row.iter().map(Value::data_len).sum())
+    }
+
     pub fn commit_time(&self) -> Option<DateTime<Utc>> {
         self.transaction.as_ref().and_then(|t| t.commit_time)
     }

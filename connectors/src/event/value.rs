@@ -119,6 +119,22 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// Bytes the value occupies as data: text and binary by length, numbers and times by a
+    /// fixed width. Routing rules bound rows by the sum of these.
+    pub fn data_len(&self) -> usize {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Float(_) | Value::Timestamp(_) => 8,
+            Value::Decimal(_) => 16,
+            Value::Date(_) => 4,
+            Value::TimestampTz(_) => 12,
+            Value::String(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Array(items) => items.iter().map(Value::data_len).sum(),
+        }
+    }
+
     /// The plain JSON form used in the Debezium envelope: decimals as strings with their
     /// exact scale, timestamps as ISO-8601, bytes as base64.
     pub fn to_json(&self) -> serde_json::Value {

@@ -61,6 +61,9 @@ pub struct RealtimeConfig {
     /// `sasl.*`, `compression.type`, `transaction.timeout.ms`, ...). `bootstrap.servers`,
     /// `transactional.id` and `enable.idempotence` are set by the path and cannot be overridden.
     pub properties: BTreeMap<String, String>,
+    /// A transaction open longer than this marks the path degraded (see
+    /// [`RealtimePath::health`](super::RealtimePath::health)) until it ends. Default 5 s.
+    pub degraded_after: Duration,
 }
 
 impl RealtimeConfig {
@@ -82,6 +85,7 @@ impl RealtimeConfig {
             replication_factor: 1,
             operation_timeout: Duration::from_secs(60),
             properties: BTreeMap::new(),
+            degraded_after: Duration::from_secs(5),
         }
     }
 

@@ -17,6 +17,7 @@ pub use config::{KafkaFormat, RealtimeConfig, topic_name};
 pub use positions::{PositionsError, read_committed_positions};
 
 use super::sleep_until;
+use crate::decider::PathHealth;
 use crate::event::{ChangeEvent, Position, TableId, to_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
@@ -131,6 +132,8 @@ pub struct RealtimePath {
     /// The highest sequence number received, and how many events since the last ack.
     seen: Option<u64>,
     unacked: u64,
+    /// Raised while a transaction has been open longer than `config.degraded_after`.
+    health: Arc<PathHealth>,
 }
 
 /// What the positions topic holds per source: the last position committed, with the runtime
@@ -165,7 +168,42 @@ impl RealtimePath {
             committed: BTreeMap::new(),
             seen: None,
             unacked: 0,
+            health: Arc::new(PathHealth::default()),
         })
+    }
+
+    /// The path's health, for the decider's fallback: degraded while a transaction has been
+    /// open longer than `degraded_after` (brokers down or overloaded), healthy again once it
+    /// ends. A failed transaction ends the path, so "degraded" never outlives the path.
+    pub fn health(&self) -> Arc<PathHealth> {
+        self.health.clone()
+    }
+
+    /// [`RealtimePath::flush`], raising the health flag if it takes too long.
+    async fn watched_flush(
+        &mut self,
+        kafka: &Kafka,
+        pending: &mut Vec<Routed>,
+        acks: &Acker,
+    ) -> Result<(), PathError> {
+        let health = self.health.clone();
+        let after = self.config.degraded_after;
+        let pipeline = self.pipeline.clone();
+        let flush = self.flush(kafka, pending, acks);
+        tokio::pin!(flush);
+        let result = tokio::select! {
+            r = &mut flush => r,
+            _ = tokio::time::sleep(after) => {
+                tracing::warn!(%pipeline, after_ms = after.as_millis() as u64, "kafka transaction still open: real-time path degraded");
+                health.set_degraded(true);
+                flush.await
+            }
+        };
+        if result.is_ok() && health.is_degraded() {
+            tracing::info!(%pipeline, "kafka transaction committed: real-time path healthy again");
+            health.set_degraded(false);
+        }
+        result
     }
 
     fn kafka_error(&self, what: impl Into<String>, source: KafkaError) -> RealtimeError {
@@ -523,17 +561,17 @@ impl Path for RealtimePath {
                         oldest.get_or_insert_with(Instant::now);
                         self.receive(batch, &mut pending);
                         if pending.len() >= self.config.max_batch_events {
-                            self.flush(&kafka, &mut pending, &acks).await?;
+                            self.watched_flush(&kafka, &mut pending, &acks).await?;
                             oldest = None;
                         }
                     }
                     None => {
-                        self.flush(&kafka, &mut pending, &acks).await?;
+                        self.watched_flush(&kafka, &mut pending, &acks).await?;
                         return Ok(());
                     }
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.flush(&kafka, &mut pending, &acks).await?;
+                    self.watched_flush(&kafka, &mut pending, &acks).await?;
                     oldest = None;
                 }
             }
