@@ -2,10 +2,13 @@
 
 use crate::Failure;
 use crate::controller::lease::LeaseConfig;
+use crate::controller::metrics::{OperatorMetrics, serve};
 use crate::controller::render::WorkerDefaults;
 use crate::controller::{OperatorConfig, run_controller};
 use anyhow::Context;
 use clap::Args;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
@@ -34,6 +37,9 @@ pub struct OperatorArgs {
     /// Seconds after the worker's last heartbeat before the pipeline stops being Ready.
     #[arg(long, default_value_t = 60)]
     pub heartbeat_timeout: u64,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here, e.g. `0.0.0.0:8080` (default: not served).
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 pub async fn run(args: OperatorArgs) -> Result<(), Failure> {
@@ -74,13 +80,25 @@ pub async fn run(args: OperatorArgs) -> Result<(), Failure> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")
         .map_err(Failure::failed)?;
 
+    let metrics = Arc::new(
+        OperatorMetrics::new()
+            .context("registering the operator's metrics")
+            .map_err(Failure::failed)?,
+    );
+    if let Some(addr) = args.metrics_addr {
+        serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))
+            .map_err(Failure::failed)?;
+    }
+
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(());
     });
-    run_controller(client, config, stop_rx)
+    run_controller(client, config, metrics, stop_rx)
         .await
         .context("the operator stopped")
         .map_err(Failure::failed)

@@ -9,6 +9,7 @@
 
 pub mod conditions;
 pub mod lease;
+pub mod metrics;
 pub mod render;
 
 use chrono::Utc;
@@ -24,6 +25,7 @@ use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use lease::{Elector, LeaseConfig};
+use metrics::OperatorMetrics;
 use render::{Rendered, WorkerDefaults};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,6 +71,7 @@ struct Context {
     client: Client,
     recorder: Recorder,
     config: OperatorConfig,
+    metrics: Arc<OperatorMetrics>,
 }
 
 /// Waits for the Lease, then runs the controller until `shutdown` resolves (then releases the
@@ -77,12 +80,15 @@ struct Context {
 pub async fn run_controller(
     client: Client,
     config: OperatorConfig,
+    metrics: Arc<OperatorMetrics>,
     mut shutdown: futures::channel::oneshot::Receiver<()>,
 ) -> Result<(), Error> {
     let mut elector = Elector::new(client.clone(), config.lease.clone());
     let lease_name = format!("{}/{}", config.lease.namespace, config.lease.name);
     loop {
-        match elector.try_acquire_or_renew().await {
+        let round = elector.try_acquire_or_renew().await;
+        metrics.set_ready(round.is_ok());
+        match round {
             Ok(true) => break,
             Ok(false) => info!(lease = %lease_name, "another replica leads; waiting"),
             Err(e) => warn!(lease = %lease_name, error = %e, "leader election failed; retrying"),
@@ -93,6 +99,7 @@ pub async fn run_controller(
         }
     }
     info!(lease = %lease_name, identity = %config.lease.identity, "leading");
+    metrics.leader.set(1);
 
     let (lost_tx, lost_rx) = futures::channel::oneshot::channel::<()>();
     let renew = tokio::spawn(async move {
@@ -130,6 +137,7 @@ pub async fn run_controller(
             },
         ),
         config: config.clone(),
+        metrics: metrics.clone(),
     });
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lost_flag = lost.clone();
@@ -143,11 +151,18 @@ pub async fn run_controller(
         }))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
+            match result {
+                Ok(_) => {}
+                // A deleted pipeline's last requeue: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
+                    tracing::debug!(object = %o, "gone before its requeue");
+                }
+                Err(e) => warn!(error = %e, "reconcile failed"),
             }
         })
         .await;
+    metrics.leader.set(0);
+    metrics.set_ready(false);
 
     if lost.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(Error::LeadershipLost(lease_name));
@@ -172,14 +187,26 @@ where
 
 /// The reconciler: the finalizer around apply (desired objects and status) and cleanup.
 async fn reconcile(sp: Arc<SyncPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(sp, &ctx).await;
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[label]).inc();
+    ctx.metrics
+        .reconcile_seconds
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(sp: Arc<SyncPipeline>, ctx: &Context) -> Result<Action, Error> {
     let ns = sp
         .namespace()
         .ok_or(render::RenderError::Missing("namespace"))?;
     let api: Api<SyncPipeline> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, sp, |event| async {
         match event {
-            Finalized::Apply(sp) => apply(&sp, &ctx, &ns).await,
-            Finalized::Cleanup(sp) => cleanup(&sp, &ctx, &ns).await,
+            Finalized::Apply(sp) => apply(&sp, ctx, &ns).await,
+            Finalized::Cleanup(sp) => cleanup(&sp, ctx, &ns).await,
         }
     })
     .await
