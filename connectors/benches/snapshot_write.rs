@@ -109,7 +109,7 @@ fn events(n: usize) -> Vec<Arc<ChangeEvent>> {
                 Value::Decimal(Decimal::new((r % 1_000_000) as i128, 2)),
                 Value::Date(day0 + chrono::Duration::days((r % 2000) as i64)),
                 Value::Timestamp((t0 + chrono::Duration::milliseconds(i as i64 * 7)).naive_utc()),
-                Value::Bool(r % 3 == 0),
+                Value::Bool(r.is_multiple_of(3)),
             ];
             Arc::new(ChangeEvent {
                 source: source.clone(),
@@ -124,7 +124,7 @@ fn events(n: usize) -> Vec<Arc<ChangeEvent>> {
                     commit_time: Some(t0 + chrono::Duration::milliseconds(i as i64)),
                 }),
                 schema: schema.clone(),
-                op: if i % 4 == 0 {
+                op: if i.is_multiple_of(4) {
                     Operation::Insert
                 } else {
                     Operation::Update

@@ -325,6 +325,20 @@ spec:
     }
 
     #[test]
+    fn full_snapshot_schedule_must_be_a_five_field_cron() {
+        let found = issues("  batch: {url: out, fullSnapshot: {schedule: '0 2 * *'}}\n");
+        let paths: Vec<_> = found.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["spec.batch.fullSnapshot.schedule"]);
+        assert!(
+            issues("  batch: {url: out, fullSnapshot: {schedule: '*/15 * * * *'}}\n").is_empty()
+        );
+        // Disabled: the schedule is not used, so not checked.
+        assert!(
+            issues("  batch: {url: out, fullSnapshot: {enabled: false, schedule: x}}\n").is_empty()
+        );
+    }
+
+    #[test]
     fn default_batch_route_needs_batch_settings() {
         let found = issues("");
         assert_eq!(found.len(), 1);

@@ -744,9 +744,9 @@ mod tests {
         after: Option<Vec<Value>>,
     ) -> Arc<ChangeEvent> {
         Arc::new(ChangeEvent {
-            source: Arc::from(if n % 2 == 0 { "tidb" } else { "other" }),
+            source: Arc::from(if n.is_multiple_of(2) { "tidb" } else { "other" }),
             position: Position::tidb(1000 + u64::from(n), n),
-            transaction: (n % 3 != 0).then(|| Transaction {
+            transaction: (!n.is_multiple_of(3)).then(|| Transaction {
                 id: format!("tx-{n}"),
                 commit_time: (n % 3 == 1)
                     .then(|| DateTime::<Utc>::from_timestamp(1_780_000_000, 123_456_789).unwrap()),

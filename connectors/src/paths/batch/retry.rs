@@ -181,13 +181,9 @@ mod tests {
         assert!(err.attempts > 2, "{}", err.attempts);
         assert!(err.source.to_string().contains("gave up"), "{}", err.source);
         // An attempt that never answers is cut at the bound as well.
-        let err = retry(
-            fast(200),
-            || std::future::pending::<Result<(), _>>(),
-            |_, _| {},
-        )
-        .await
-        .unwrap_err();
+        let err = retry(fast(200), std::future::pending::<Result<(), _>>, |_, _| {})
+            .await
+            .unwrap_err();
         assert!(err.source.to_string().contains("gave up"));
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -505,20 +505,27 @@ impl SnapshotWriter {
             {
                 continue;
             }
-            retry(
+            let deleted = retry(
                 self.retry,
                 || self.store.store.delete(&meta.location),
                 |e, n| self.retried("delete", &meta.location, e, n),
             )
-            .await
-            .or_else(|f| match f.source {
-                object_store::Error::NotFound { .. } => Ok(()),
-                source => Err(SnapshotError::Delete {
-                    path: path.clone(),
-                    attempts: f.attempts,
-                    source,
-                }),
-            })?;
+            .await;
+            match deleted {
+                // Gone already: another start removed it.
+                Ok(())
+                | Err(Failed {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => {}
+                Err(Failed { attempts, source }) => {
+                    return Err(SnapshotError::Delete {
+                        path,
+                        attempts,
+                        source,
+                    });
+                }
+            }
             tracing::info!(file = %path, "removed a data file no snapshot manifest lists");
             removed += 1;
         }

@@ -80,14 +80,14 @@ fn path(dir: &std::path::Path, max_events: usize, full: Option<&str>) -> BatchPa
     }
 }
 
-/// Runs `path` in a task; returns the event sender, the acks and the task.
-fn start(
-    path: BatchPath,
-) -> (
+/// A path running in a task: its event sender, its acks and the task.
+type Running = (
     mpsc::Sender<Vec<Routed>>,
     UnboundedReceiver<Ack>,
     tokio::task::JoinHandle<Result<(), PathError>>,
-) {
+);
+
+fn start(path: BatchPath) -> Running {
     let (tx, rx) = mpsc::channel(16);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     // Named here so that the ack type (private to the runtime) is inferred from it.
