@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use syncmesh_connectors::checker::{CheckOutcome, CheckVerdict};
 use syncmesh_connectors::checkpoint::Checkpoint;
-use syncmesh_connectors::event::Position;
 use syncmesh_crds::{SinkTableStatus, SourceStatus, SyncPipelineStatus, TableCheckStatus};
 
 /// What the worker saw at one moment.
@@ -19,6 +18,10 @@ pub struct Observation {
     pub sources: Vec<(String, u64)>,
     /// The last committed checkpoint, if any has been saved.
     pub checkpoint: Option<Checkpoint>,
+    /// Per source, source commit time to acknowledgement of its newest committed event
+    /// (`syncmesh_source_lag_seconds`); absent for sources whose events carry no commit time
+    /// (flat files) and before the first acknowledgement.
+    pub lags: BTreeMap<String, Duration>,
     /// Every sink table's breaker.
     pub sink_tables: Vec<SinkTableStatus>,
 }
@@ -103,13 +106,12 @@ pub fn worker_status(seen: &Observation, checks: &CheckBook) -> SyncPipelineStat
     let mut sources = Vec::with_capacity(seen.sources.len());
     let mut worst_lag: Option<Duration> = None;
     for (name, read) in &seen.sources {
-        let committed = seen
+        let position = seen
             .checkpoint
             .as_ref()
-            .and_then(|c| c.sources.get(name).map(|p| (c.updated_at, p)));
-        let position = committed.and_then(|(_, p)| p.position.as_ref());
-        let lag =
-            committed.and_then(|(at, p)| p.position.as_ref().and_then(|pos| commit_lag(pos, at)));
+            .and_then(|c| c.sources.get(name))
+            .and_then(|p| p.position.as_ref());
+        let lag = seen.lags.get(name).copied();
         if let Some(l) = lag {
             worst_lag = Some(worst_lag.map_or(l, |w| w.max(l)));
         }
@@ -155,18 +157,6 @@ pub fn breaker_summary(tables: &[SinkTableStatus]) -> Option<String> {
     Some(format!("{worst} ({n}/{})", tables.len()))
 }
 
-/// Time from the source commit of `position` to `acknowledged`, where the position carries
-/// its commit time: a TiDB TSO holds milliseconds since the epoch above its 18 logical bits.
-/// Oracle SCNs and file offsets carry no time.
-pub fn commit_lag(position: &Position, acknowledged: DateTime<Utc>) -> Option<Duration> {
-    let Position::Tidb { commit_ts, .. } = position else {
-        return None;
-    };
-    let committed_ms = i64::try_from(commit_ts >> 18).ok()?;
-    let lag_ms = acknowledged.timestamp_millis().checked_sub(committed_ms)?;
-    Some(Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)))
-}
-
 /// `850ms`, `1.2s`, `3m4s`, `2h5m`.
 pub fn format_lag(d: Duration) -> String {
     let ms = d.as_millis();
@@ -185,6 +175,7 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use syncmesh_connectors::event::Position;
     use syncmesh_connectors::runtime::SourceProgress;
 
     fn outcome(table: &str, verdict: CheckVerdict) -> CheckOutcome {
@@ -291,15 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn lag_comes_from_tidb_commit_timestamps_only() {
-        let acked = DateTime::parse_from_rfc3339("2026-11-27T10:00:01.500Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let committed_ms = (acked.timestamp_millis() - 1_200) as u64;
-        let tidb = Position::tidb(committed_ms << 18 | 7, 0);
-        assert_eq!(commit_lag(&tidb, acked), Some(Duration::from_millis(1_200)));
-        let file = file_position("ledger-0001.dat", 10);
-        assert_eq!(commit_lag(&file, acked), None);
+    fn lags_read_like_kubectl_durations() {
         assert_eq!(format_lag(Duration::from_millis(1_200)), "1.2s");
         assert_eq!(format_lag(Duration::from_millis(850)), "850ms");
         assert_eq!(format_lag(Duration::from_secs(184)), "3m4s");
@@ -308,11 +291,9 @@ mod tests {
 
     #[test]
     fn status_carries_positions_counts_and_summaries_but_no_operator_fields() {
-        let acked = Utc::now();
-        let committed_ms = (acked.timestamp_millis() - 2_000) as u64;
         let checkpoint = Checkpoint {
             pipeline: "p".into(),
-            updated_at: acked,
+            updated_at: Utc::now(),
             sources: [
                 (
                     "ledger".to_string(),
@@ -324,7 +305,7 @@ mod tests {
                 (
                     "orders".to_string(),
                     SourceProgress {
-                        position: Some(Position::tidb(committed_ms << 18, 0)),
+                        position: Some(Position::tidb(7 << 18, 0)),
                         ..Default::default()
                     },
                 ),
@@ -339,6 +320,11 @@ mod tests {
                 ("idle".into(), 0),
             ],
             checkpoint: Some(checkpoint),
+            lags: [
+                ("orders".to_string(), Duration::from_millis(2_000)),
+                ("idle".to_string(), Duration::from_millis(300)),
+            ]
+            .into(),
             sink_tables: vec![table("ledger", "open")],
         };
         let mut book = CheckBook::default();
@@ -359,6 +345,7 @@ mod tests {
         assert_eq!(s.sources[0].lag, None);
         assert_eq!(s.sources[1].lag.as_deref(), Some("2.0s"));
         assert_eq!(s.sources[2].position, None);
+        assert_eq!(s.sources[2].lag.as_deref(), Some("300ms"));
         assert_eq!(s.breaker.as_deref(), Some("open (1/1)"));
         assert_eq!(s.last_check.as_deref(), Some("Failed"));
         assert_eq!(s.checks.len(), 1);

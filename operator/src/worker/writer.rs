@@ -7,6 +7,7 @@ use super::status::{CheckBook, Observation, rfc3339, worker_status};
 use chrono::Utc;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -64,12 +65,45 @@ impl Sources {
                 })
                 .collect(),
             checkpoint: last_checkpoint.clone(),
+            lags: self.lags(),
             sink_tables: self
                 .breakers
                 .as_ref()
                 .map(|b| b.statuses())
                 .unwrap_or_default(),
         }
+    }
+}
+
+impl Sources {
+    /// The lag gauges the runtime has set (reading a series through the vector would create it
+    /// at zero, so they are gathered instead).
+    fn lags(&self) -> BTreeMap<String, Duration> {
+        let mut lags = BTreeMap::new();
+        let gathered = self.metrics.registry.gather();
+        let families = gathered
+            .iter()
+            .filter(|f| f.name() == "syncmesh_source_lag_seconds");
+        for family in families {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                };
+                if label("pipeline").as_deref() != Some(self.pipeline.as_str()) {
+                    continue;
+                }
+                let seconds = m.get_gauge().value();
+                if let Some(source) = label("source")
+                    && seconds.is_finite()
+                {
+                    lags.insert(source, Duration::from_secs_f64(seconds.max(0.0)));
+                }
+            }
+        }
+        lags
     }
 }
 
