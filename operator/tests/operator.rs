@@ -56,6 +56,16 @@ impl Harness {
 
     /// Starts an operator on this namespace's Lease `lease`.
     fn spawn_operator(&mut self, lease: &str) -> anyhow::Result<String> {
+        self.spawn_operator_with(lease, 60)
+    }
+
+    /// Starts an operator that deems a worker gone `heartbeat_timeout` seconds after its last
+    /// heartbeat.
+    fn spawn_operator_with(
+        &mut self,
+        lease: &str,
+        heartbeat_timeout: u32,
+    ) -> anyhow::Result<String> {
         let kubeconfig = std::env::var("SYNCMESH_KUBECONFIG").context("SYNCMESH_KUBECONFIG")?;
         let identity = unique_name("op", '-', 40);
         let log = std::env::temp_dir().join(format!("{identity}.log"));
@@ -76,7 +86,7 @@ impl Harness {
                 "--image",
                 "syncmesh:test",
                 "--heartbeat-timeout",
-                "60",
+                &heartbeat_timeout.to_string(),
                 "--metrics-addr",
                 &metrics.to_string(),
             ])
@@ -849,5 +859,130 @@ async fn leadership(h: &mut Harness) -> anyhow::Result<()> {
     let exit = exit?;
     assert!(exit.success(), "exit status {exit:?}");
     assert_eq!(holder(h, lease).await?, None, "released on shutdown");
+    Ok(())
+}
+
+/// The flat-file quickstart (deploy/examples data) into SQLite, run by a real worker process.
+const LEDGER: &str = r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata:
+  name: ledger
+spec:
+  sources:
+    - name: ledger
+      flatFile:
+        path: data
+        pattern: "ledger-*.dat"
+        layout: ledger.cpy
+        encoding: ascii
+        signConvention: ibm
+        recordFormat: fixed
+        table: bank.ledger
+        primaryKey: [ACCOUNT-ID]
+  defaultRoute: [batch]
+  batch:
+    url: out/snapshots
+    maxEvents: 4000
+    maxAgeSeconds: 1
+  sink:
+    url: sqlite://out/sink.db
+"#;
+
+#[tokio::test]
+async fn a_running_worker_makes_the_pipeline_ready_and_its_death_does_not_go_unnoticed()
+-> anyhow::Result<()> {
+    let Some(mut h) = Harness::start("operator-worker").await? else {
+        return Ok(()); // skipped: services::kube() said why
+    };
+    let result = match h.spawn_operator_with("syncmesh-operator", 5) {
+        Ok(_) => with_worker(&h).await,
+        Err(e) => Err(e),
+    };
+    h.finish(result).await
+}
+
+async fn with_worker(h: &Harness) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = common::repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::copy(
+        examples.join("data/ledger-0001.dat"),
+        dir.path().join("data/ledger-0001.dat"),
+    )?;
+    let name = "ledger";
+    let pipeline = syncmesh_crds::parse_manifest(LEDGER)?;
+    h.pipelines()
+        .create(&PostParams::default(), &pipeline)
+        .await?;
+    wait_pipeline(h, name, "Ready=False WorkerUnavailable", |sp| {
+        condition(sp, "Ready").is_some_and(|c| c.reason == "WorkerUnavailable")
+    })
+    .await?;
+
+    // The worker as a process beside the operator, against the same API server: the two
+    // meet only in the pipeline's status.
+    let kubeconfig = std::env::var("SYNCMESH_KUBECONFIG").context("SYNCMESH_KUBECONFIG")?;
+    let log = dir.path().join("worker.log");
+    let mut worker = Command::new(common::bin())
+        .args(["worker", "--pipeline", &format!("{}/{name}", h.ns)])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--base-dir")
+        .arg(dir.path())
+        .args(["--status-interval", "1s"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("spawning syncmesh worker")?;
+    let running = wait_pipeline(h, name, "Ready=True from the worker's heartbeat", |sp| {
+        condition(sp, "Ready").is_some_and(|c| c.status == "True" && c.reason == "WorkerRunning")
+            && sp.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let killed = worker.kill().and_then(|()| worker.wait());
+    let sp = running.map_err(|e| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        anyhow!("{e:#}\n--- worker ---\n{text}")
+    })?;
+    killed?;
+    let status = sp.status.clone().unwrap_or_default();
+    assert!(status.heartbeat.is_some(), "{status:?}");
+    assert_eq!(
+        condition(&sp, "BreakerOpen").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("False", "BreakersClosed"))
+    );
+    assert_eq!(
+        condition(&sp, "Degraded").map(|c| c.status.as_str()),
+        Some("False")
+    );
+    // Both writers own their part of status (1.20 records no subresource per entry).
+    let managers: Vec<String> = sp
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    for m in ["syncmesh", "syncmesh-worker"] {
+        assert!(managers.iter().any(|x| x == m), "{m} in {managers:?}");
+    }
+
+    // The worker is gone (SIGKILL: no last words): 5 s without a heartbeat and it is noticed.
+    let sp = wait_pipeline(h, name, "Ready=False after the heartbeat stops", |sp| {
+        condition(sp, "Ready").is_some_and(|c| c.status == "False")
+    })
+    .await?;
+    let ready = condition(&sp, "Ready").cloned().unwrap_or_default();
+    assert_eq!(ready.reason, "WorkerUnavailable", "{ready:?}");
+    assert!(ready.message.contains("last worker heartbeat"), "{ready:?}");
+    assert_eq!(
+        sp.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
     Ok(())
 }
