@@ -133,9 +133,28 @@ impl Harness {
             let _ = o.child.wait();
         }
         let logs = self.logs();
+        // No operator is left to run the finalizers: drop them, or the namespace would stay
+        // Terminating for ever.
+        let unfinalized = self.drop_finalizers().await;
         let cleanup = delete_namespace(&self.client, &self.ns).await;
         result.map_err(|e| anyhow!("{e:#}\n{logs}"))?;
-        cleanup
+        unfinalized.and(cleanup)
+    }
+
+    async fn drop_finalizers(&self) -> anyhow::Result<()> {
+        let api = self.pipelines();
+        let patch = json!({ "metadata": { "finalizers": null } });
+        for sp in api.list(&ListParams::default()).await? {
+            if !sp.finalizers().is_empty() {
+                api.patch(
+                    &sp.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
 
