@@ -63,9 +63,11 @@ spec:
     maxEvents: 4000
     maxAgeSeconds: 1
   sink:
-    url: sqlite://out/sink.db
-  # Compared with the sink itself: a check over applied rows must pass.
-  check:
+    url: SINK
+"#;
+
+/// Compared with the sink itself: a check over applied rows must pass.
+const CHECK: &str = r#"  check:
     sourceUrl: sqlite://out/sink.db
     schedule: "0 2 * * *"
     tables: [bank.ledger]
@@ -84,13 +86,13 @@ async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Resu
     let first = decodable(&examples.join("data/ledger-0001.dat"))?;
     let second = decodable(&examples.join("data/ledger-0002.dat"))?;
 
-    let pipeline = parse_manifest(MANIFEST)?;
+    let pipeline = parse_manifest(&(MANIFEST.replace("SINK", "sqlite://out/sink.db") + CHECK))?;
     api.create(&PostParams::default(), &pipeline)
         .await
         .context("creating the SyncPipeline")?;
 
     // First run: everything in ledger-0001.dat, then SIGTERM.
-    let mut worker = Worker::spawn(kube, ns, dir.path(), &state)?;
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &[])?;
     let status = wait_for_status(&api, "all of ledger-0001.dat", |s| {
         s.events_read == Some(first.records)
             && s.sources
@@ -182,7 +184,7 @@ async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Resu
         examples.join("data/ledger-0002.dat"),
         dir.path().join("data/ledger-0002.dat"),
     )?;
-    let mut worker = Worker::spawn(kube, ns, dir.path(), &state)?;
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &[])?;
     wait_for_status(&api, "only ledger-0002.dat read after the restart", |s| {
         s.events_read == Some(second.records)
             && s.sources
@@ -216,6 +218,129 @@ async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Resu
     );
     assert_eq!(sink_count(&db).await?, all.len() as i64, "each row once");
     Ok(())
+}
+
+/// A drain that cannot finish: the sink table is locked by another session while the worker
+/// holds unacknowledged events, so SIGTERM turns `/readyz` to 503 and, after `--drain-timeout`,
+/// the worker exits 1 without moving its checkpoint. Unlocked, a restart writes every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_past_its_deadline_exits_non_zero_and_loses_nothing() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let mysql = require!(services::mysql());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker-drain").await?;
+    let scratch = syncmesh_tests::sql::MysqlScratch::create(&mysql.url, "worker_drain").await?;
+    let result = stuck_drain(&kube, Api::namespaced(client.clone(), &ns), &ns, &scratch).await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    scratch.drop_database().await?;
+    result?;
+    cleanup
+}
+
+async fn stuck_drain(
+    kube: &Kube,
+    api: Api<SyncPipeline>,
+    ns: &str,
+    scratch: &syncmesh_tests::sql::MysqlScratch,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::copy(
+        examples.join("data/ledger-0002.dat"),
+        dir.path().join("data/ledger-0002.dat"),
+    )?;
+    let state = dir.path().join("state");
+    let small = decodable(&examples.join("data/ledger-0002.dat"))?;
+    let big = decodable(&examples.join("data/ledger-0001.dat"))?;
+    let manifest = MANIFEST.replace("SINK", &scratch.url);
+    api.create(&PostParams::default(), &parse_manifest(&manifest)?)
+        .await
+        .context("creating the SyncPipeline")?;
+
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &["--drain-timeout", "2s"])?;
+    let want = small.ids.len() as i64;
+    poll_until(
+        DEADLINE,
+        "the MariaDB sink to hold ledger-0002.dat",
+        || async move { Ok((mysql_count(&scratch.pool).await? == Some(want)).then_some(())) },
+    )
+    .await?;
+    let before = FileCheckpointStore::new(state.join("checkpoint"), "ledger").load()?;
+
+    // Another session locks the table; the next file is read but cannot be applied.
+    let mut lock = scratch.pool.acquire().await?;
+    sqlx::query("LOCK TABLES ledger WRITE")
+        .execute(&mut *lock)
+        .await?;
+    std::fs::copy(
+        examples.join("data/ledger-0001.dat"),
+        dir.path().join("data/ledger-0003.dat"),
+    )?;
+    wait_for_status(&api, "the next file being read", |s| {
+        s.events_read > Some(small.records)
+    })
+    .await?;
+    let sent = Command::new("kill")
+        .args(["-TERM", &worker.child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(sent.success(), "kill -TERM failed");
+    let port = worker.port;
+    poll_until(
+        DEADLINE,
+        "/readyz to turn 503 while draining",
+        || async move {
+            match http_get(port, "/readyz") {
+                Ok((503, _)) => Ok(Some(())),
+                Ok((code, _)) => Err(anyhow!("/readyz answered {code}")),
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await?;
+    let exit = worker.wait(DEADLINE).await?;
+    assert_eq!(exit.code(), Some(1), "a drain past its deadline exits 1");
+    let log = std::fs::read_to_string(&worker.log)?;
+    assert!(
+        log.contains("drain did not finish within --drain-timeout"),
+        "the log says why: {log}"
+    );
+    let after = FileCheckpointStore::new(state.join("checkpoint"), "ledger").load()?;
+    assert_eq!(
+        before.map(|c| c.sources),
+        after.map(|c| c.sources),
+        "the checkpoint did not move past unapplied events"
+    );
+
+    sqlx::query("UNLOCK TABLES").execute(&mut *lock).await?;
+    drop(lock);
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &[])?;
+    wait_for_status(&api, "the restart to read only ledger-0003.dat", |s| {
+        s.events_read == Some(big.records)
+    })
+    .await?;
+    let all = small.ids.union(&big.ids).count() as i64;
+    poll_until(DEADLINE, "the sink to hold both files", || async move {
+        Ok((mysql_count(&scratch.pool).await? == Some(all)).then_some(()))
+    })
+    .await?;
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "{exit}");
+    Ok(())
+}
+
+/// Rows in the MariaDB sink table; `None` before the worker created it.
+async fn mysql_count(pool: &sqlx::MySqlPool) -> anyhow::Result<Option<i64>> {
+    match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ledger")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(n) => Ok(Some(n)),
+        Err(sqlx::Error::Database(e)) if e.message().contains("doesn't exist") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The records of a data file that decode, its last record number and its distinct keys.
@@ -327,7 +452,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(kube: &Kube, ns: &str, base: &Path, state: &Path) -> anyhow::Result<Self> {
+    fn spawn(
+        kube: &Kube,
+        ns: &str,
+        base: &Path,
+        state: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = base.join(format!("worker-{port}.log"));
         let child = Command::new(bin())
@@ -338,6 +469,7 @@ impl Worker {
             .arg("--base-dir")
             .arg(base)
             .args(["--status-interval", "1s", "--poll-interval", "200ms"])
+            .args(extra)
             .env("KUBECONFIG", &kube.kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
