@@ -3,6 +3,7 @@
 
     python check_chart.py                      # every check; kubectl too when KUBECONFIG is set
     python check_chart.py --update-manifests   # rewrite deploy/manifests/syncmesh.yaml first
+    python check_chart.py --render-json '{"tenants": [{"namespace": "a"}]}' --namespace NS --release R
 
 Run it with the test venv's python (tests/services/install.sh installs helm-python-sdk,
 kubernetes-validate and yamllint there); tests/tests/chart.rs does. Checks:
@@ -296,7 +297,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update-manifests", action="store_true", help="rewrite deploy/manifests first")
     parser.add_argument("--no-kubectl", action="store_true", help="skip the API-server dry run")
+    parser.add_argument("--render-json", metavar="VALUES", help="only print the rendering with these JSON values")
+    parser.add_argument("--namespace", default=NAMESPACE, help="release namespace for --render-json")
+    parser.add_argument("--release", default=RELEASE, help="release name for --render-json")
     args = parser.parse_args()
+    if args.render_json is not None:
+        docs = render(json.loads(args.render_json), namespace=args.namespace, release=args.release)
+        print(json.dumps([obj for _, obj in docs]))
+        return 0
     passed: list[str] = []
     skipped: dict[str, str] = {}
 

@@ -182,3 +182,428 @@ fn every_example_pipeline_passes_syncmesh_validate() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Renders the chart through check_chart.py --render-json.
+fn render_chart(
+    python: &Path,
+    values: &Value,
+    namespace: &str,
+    release: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(python)
+        .current_dir(repo())
+        .args(["tests/chart/check_chart.py", "--render-json"])
+        .arg(values.to_string())
+        .args(["--namespace", namespace, "--release", release])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "rendering the chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running kubectl")?;
+    let mut input = child.stdin.take().context("stdin")?;
+    input.write_all(stdin.unwrap_or("").as_bytes())?;
+    drop(input);
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A kubeconfig for ServiceAccount `sa` of `namespace`: the test cluster's entry and the
+/// account's token (the 1.20 token controller of kube-controller-manager makes it).
+async fn service_account_kubeconfig(
+    client: &kube::Client,
+    admin: &Path,
+    namespace: &str,
+    sa: &str,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let token = syncmesh_tests::poll_until(
+        std::time::Duration::from_secs(60),
+        &format!("a token for ServiceAccount {namespace}/{sa}"),
+        || async {
+            let account = accounts.get(sa).await?;
+            let Some(name) = account
+                .secrets
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|r| r.name)
+            else {
+                return Ok(None);
+            };
+            let secret = secrets.get(&name).await?;
+            Ok(secret
+                .data
+                .and_then(|d| d.get("token").cloned())
+                .map(|t| String::from_utf8_lossy(&t.0).into_owned()))
+        },
+    )
+    .await?;
+    let text = std::fs::read_to_string(admin)?;
+    let mut config: Value =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", admin.display()))?;
+    let cluster = config["clusters"][0]["name"].clone();
+    config["users"] = serde_json::json!([{ "name": sa, "user": { "token": token } }]);
+    config["contexts"] = serde_json::json!([{ "name": sa,
+        "context": { "cluster": cluster, "user": sa, "namespace": namespace } }]);
+    config["current-context"] = Value::String(sa.to_string());
+    let path = dir.join(format!("{namespace}-{sa}.kubeconfig"));
+    // JSON is YAML: kubectl and kube-rs read it as a kubeconfig.
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(path)
+}
+
+/// Removes what the RBAC test made, however it ends.
+struct Installed {
+    admin: PathBuf,
+    namespaces: Vec<String>,
+    cluster_objects: Vec<String>,
+    processes: Vec<std::process::Child>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for p in &mut self.processes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for o in &self.cluster_objects {
+            let _ = kubectl(&self.admin, &["delete", o, "--ignore-not-found"], None);
+        }
+        for ns in &self.namespaces {
+            let _ = kubectl(
+                &self.admin,
+                &["delete", "namespace", ns, "--wait=false"],
+                None,
+            );
+        }
+    }
+}
+
+/// The chart's RBAC is enough and no more: the chart is installed for real (RBAC,
+/// ServiceAccounts, tenant Role) and `syncmesh operator`, started with the rendered
+/// Deployment's arguments under the operator ServiceAccount's own token, takes its Lease,
+/// reconciles a SyncPipeline (owned objects, status, Events) and cleans up after its deletion;
+/// `syncmesh worker` under the tenant's worker ServiceAccount runs the pipeline and writes its
+/// status. Neither logs a `forbidden`, and the worker may not read Secrets.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_and_worker_work_with_exactly_the_charts_rbac() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
+    use kube::Api;
+    use kube::api::{DeleteParams, PostParams};
+    use std::process::Stdio;
+    use std::time::Duration;
+    use syncmesh_crds::SyncPipeline;
+    use syncmesh_tests::kube::{apply_syncpipeline_crd, client, create_namespace};
+    use syncmesh_tests::{poll_until, unique_name};
+
+    let Some(python) = chart_python() else {
+        return Ok(());
+    };
+    let Some(kube_svc) = services::kube() else {
+        return Ok(());
+    };
+    let Some(bin) = syncmesh_binary() else {
+        return Ok(());
+    };
+    if std::env::var("SYNCMESH_KUBE_CONTROLLER_MANAGER").as_deref() != Ok("1") {
+        // ServiceAccount tokens come from its token controller.
+        services::missing(
+            "kube-controller-manager",
+            &["SYNCMESH_KUBE_CONTROLLER_MANAGER"],
+        );
+        return Ok(());
+    }
+    let admin = kube_svc.kubeconfig.clone();
+    let client = client(&kube_svc).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let release_ns = create_namespace(&client, "chart-rel").await?;
+    let tenant = create_namespace(&client, "chart-tenant").await?;
+    let release = unique_name("rbac", '-', 30);
+    let mut installed = Installed {
+        admin: admin.clone(),
+        namespaces: vec![release_ns.clone(), tenant.clone()],
+        cluster_objects: Vec::new(),
+        processes: Vec::new(),
+    };
+    let values = serde_json::json!({
+        "operator": { "watchNamespace": tenant },
+        "tenants": [{ "namespace": tenant }],
+    });
+    let objects = render_chart(&python, &values, &release_ns, &release)?;
+    let mut operator_args: Vec<String> = Vec::new();
+    for obj in &objects {
+        let kind = obj["kind"].as_str().unwrap_or("");
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        match kind {
+            // No kubelet runs pods here: the operator is started as a process below.
+            "Deployment" => {
+                operator_args = obj["spec"]["template"]["spec"]["containers"][0]["args"]
+                    .as_array()
+                    .context("operator args")?
+                    .iter()
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect();
+                continue;
+            }
+            "ClusterRole" | "ClusterRoleBinding" => installed
+                .cluster_objects
+                .push(format!("{}/{name}", kind.to_ascii_lowercase())),
+            _ => {}
+        }
+        kubectl(
+            &admin,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=syncmesh-chart-test",
+                "-f",
+                "-",
+            ],
+            Some(&obj.to_string()),
+        )?;
+    }
+    let dir = tempfile::tempdir()?;
+    let operator_sa = format!("{release}-syncmesh");
+    let operator_config =
+        service_account_kubeconfig(&client, &admin, &release_ns, &operator_sa, dir.path()).await?;
+    let worker_config =
+        service_account_kubeconfig(&client, &admin, &tenant, "syncmesh-worker", dir.path()).await?;
+
+    // The operator with the chart's arguments, its metrics on a free local port.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let args: Vec<String> = operator_args
+        .iter()
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr={metrics}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    ensure!(
+        args.iter().any(|a| a == "operator"),
+        "no operator subcommand in {args:?}"
+    );
+    let identity = unique_name("op", '-', 40);
+    let operator_log = dir.path().join("operator.log");
+    installed.processes.push(
+        Command::new(&bin)
+            .args(&args)
+            .env("KUBECONFIG", &operator_config)
+            .env("POD_NAME", &identity)
+            .env("POD_NAMESPACE", &release_ns)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&operator_log)?)
+            .spawn()?,
+    );
+    let logs = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    // It leads through the chart's Lease, in the release namespace.
+    let lease_name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--lease-name="))
+        .context("--lease-name")?
+        .to_string();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &release_ns);
+    poll_until(
+        Duration::from_secs(60),
+        "the operator to hold the chart's Lease",
+        || async {
+            let lease = leases.get_opt(&lease_name).await?;
+            let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+            Ok((holder.as_deref() == Some(identity.as_str())).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", logs(&operator_log)))?;
+
+    // A pipeline the worker can run here: the example ledger on local disk into SQLite.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let examples = repo().join("deploy/examples");
+    std::fs::copy(
+        examples.join("data/ledger-0002.dat"),
+        data.join("ledger-0002.dat"),
+    )?;
+    let records = std::fs::metadata(data.join("ledger-0002.dat"))?.len() / 100;
+    let spec = serde_json::json!({
+        "sources": [{ "name": "ledger", "flatFile": {
+            "path": data, "pattern": "ledger-*.dat",
+            "layout": examples.join("ledger.cpy"),
+            "table": "bank.ledger", "primaryKey": ["ACCOUNT-ID"] } }],
+        "batch": { "url": format!("file://{}", dir.path().join("snapshots").display()), "maxAgeSeconds": 1 },
+        "sink": { "url": format!("sqlite://{}", dir.path().join("sink.db").display()) },
+    });
+    let name = unique_name("rbac", '-', 30);
+    let sp: SyncPipeline = serde_json::from_value(serde_json::json!({
+        "apiVersion": "syncmesh.io/v1alpha1", "kind": "SyncPipeline",
+        "metadata": { "name": name, "namespace": tenant }, "spec": spec,
+    }))?;
+    let pipelines: Api<SyncPipeline> = Api::namespaced(client.clone(), &tenant);
+    pipelines.create(&PostParams::default(), &sp).await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &tenant);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &tenant);
+    let services_api: Api<Service> = Api::namespaced(client.clone(), &tenant);
+    let events: Api<Event> = Api::namespaced(client.clone(), &tenant);
+    poll_until(
+        Duration::from_secs(90),
+        "the operator to apply the worker's objects, status and an Event",
+        || async {
+            let Some(d) = deployments.get_opt(&format!("{name}-worker")).await? else {
+                return Err(anyhow::anyhow!("no Deployment yet"));
+            };
+            let sa = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .and_then(|p| p.service_account_name);
+            ensure!(
+                sa.as_deref() == Some("syncmesh-worker"),
+                "worker ServiceAccount {sa:?}"
+            );
+            ensure!(
+                config_maps
+                    .get_opt(&format!("{name}-pipeline"))
+                    .await?
+                    .is_some(),
+                "no ConfigMap yet"
+            );
+            ensure!(
+                services_api
+                    .get_opt(&format!("{name}-metrics"))
+                    .await?
+                    .is_some(),
+                "no Service yet"
+            );
+            let sp = pipelines.get(&name).await?;
+            let status = sp.status.unwrap_or_default();
+            ensure!(
+                !status.conditions.is_empty() && status.observed_generation.is_some(),
+                "no conditions yet"
+            );
+            let listed = events.list(&Default::default()).await?;
+            ensure!(
+                listed
+                    .items
+                    .iter()
+                    .any(|e| e.involved_object.name.as_deref() == Some(name.as_str())),
+                "no Event yet"
+            );
+            Ok(Some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", logs(&operator_log)))?;
+
+    // The worker, as its ServiceAccount, runs the pipeline and writes status.
+    let worker_log = dir.path().join("worker.log");
+    let worker_metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    installed.processes.push(
+        Command::new(&bin)
+            .args(["worker", "--pipeline", &format!("{tenant}/{name}")])
+            .arg(format!("--metrics-addr={worker_metrics}"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("KUBECONFIG", &worker_config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&worker_log)?)
+            .spawn()?,
+    );
+    poll_until(
+        Duration::from_secs(90),
+        "the worker to report every record read, with a heartbeat",
+        || async {
+            let status = pipelines.get(&name).await?.status.unwrap_or_default();
+            let read = status.events_read.unwrap_or(0);
+            ensure!(
+                status.heartbeat.is_some() && read >= records,
+                "eventsRead {read} of {records}, heartbeat {:?}",
+                status.heartbeat
+            );
+            Ok(Some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("worker log:\n{}", logs(&worker_log)))?;
+    let worker_sa = format!("system:serviceaccount:{tenant}:syncmesh-worker");
+    for (verb, resource, subresource, allowed) in [
+        ("get", "secrets", "", false),
+        ("update", "syncpipelines", "", false),
+        ("patch", "syncpipelines", "status", true),
+    ] {
+        let mut can_i = Command::new("kubectl");
+        can_i
+            .args([
+                "auth", "can-i", verb, resource, "-n", &tenant, "--as", &worker_sa,
+            ])
+            .env("KUBECONFIG", &admin);
+        if !subresource.is_empty() {
+            can_i.arg(format!("--subresource={subresource}"));
+        }
+        let answer = String::from_utf8_lossy(&can_i.output()?.stdout)
+            .trim()
+            .to_string();
+        ensure!(
+            (answer == "yes") == allowed,
+            "worker can-i {verb} {resource} {subresource}: {answer}"
+        );
+    }
+
+    // Deleting the pipeline: the operator's finalizer cleans up and lets it go.
+    pipelines.delete(&name, &DeleteParams::default()).await?;
+    poll_until(
+        Duration::from_secs(90),
+        "the pipeline and its worker Deployment to be gone",
+        || async {
+            ensure!(
+                pipelines.get_opt(&name).await?.is_none(),
+                "pipeline still there"
+            );
+            ensure!(
+                deployments
+                    .get_opt(&format!("{name}-worker"))
+                    .await?
+                    .is_none(),
+                "Deployment still there"
+            );
+            Ok(Some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", logs(&operator_log)))?;
+
+    for (who, log) in [("operator", &operator_log), ("worker", &worker_log)] {
+        let text = logs(log);
+        ensure!(
+            !text.to_ascii_lowercase().contains("forbidden"),
+            "the {who} was refused something under the chart's RBAC:\n{text}"
+        );
+    }
+    drop(installed);
+    Ok(())
+}

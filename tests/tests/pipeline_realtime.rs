@@ -170,3 +170,73 @@ async fn a_replay_behind_the_kafka_positions_produces_nothing_twice() -> anyhow:
     }
     Ok(())
 }
+
+/// `format: canal-json` writes Canal's JSON as TiCDC does: every value a string typed by
+/// `mysqlType`, the primary key in `pkNames`, columns in the layout's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canal_json_records_carry_typed_string_values() -> anyhow::Result<()> {
+    let kafka = require!(services::kafka());
+    let name = unique_name("rt-canal", '-', 40);
+    let dir = tempfile::tempdir()?;
+    copy_quickstart(dir.path(), &["ledger-0001.dat"])?;
+    let manifest = manifest(
+        &name,
+        &format!(
+            "  defaultRoute: [realtime]\n  realtime: {{brokers: \"{}\", format: canal-json}}\n",
+            kafka.brokers
+        ),
+    );
+    let summary = run(dir.path(), &manifest).await?;
+    assert_eq!(summary.acknowledged.get("realtime"), Some(&10_000));
+    let records = committed_records(&kafka.brokers, &format!("{name}.bank.ledger"), 0).await?;
+    assert_eq!(
+        records.len(),
+        10_000,
+        "each event exactly once in the topic"
+    );
+    let mut decimals = 0usize;
+    for (key, value, offset) in &records {
+        let key = String::from_utf8(key.clone().unwrap_or_default())?;
+        let text = String::from_utf8(value.clone().unwrap_or_default())?;
+        let value: serde_json::Value = serde_json::from_str(&text)?;
+        assert_eq!(value["type"], "INSERT", "offset {offset}");
+        assert_eq!(value["isDdl"], false, "offset {offset}");
+        assert_eq!(value["database"], "bank", "offset {offset}");
+        assert_eq!(value["pkNames"], serde_json::json!(["ACCOUNT-ID"]));
+        assert!(
+            value["old"].is_null(),
+            "offset {offset}: no old image on insert"
+        );
+        let row = value["data"][0].as_object().expect("one data row");
+        let types = value["mysqlType"].as_object().expect("mysqlType");
+        assert_eq!(
+            row.keys().collect::<BTreeSet<_>>(),
+            types.keys().collect::<BTreeSet<_>>(),
+            "offset {offset}: a type for every column"
+        );
+        assert_eq!(row["ACCOUNT-ID"], serde_json::Value::String(key.clone()));
+        for (column, v) in row {
+            let Some(v) = v.as_str() else {
+                assert!(v.is_null(), "offset {offset}: {column} is a string or null");
+                continue;
+            };
+            let ty = types[column].as_str().unwrap_or_default();
+            if let Some(scale) = ty
+                .strip_prefix("decimal(")
+                .and_then(|t| t.trim_end_matches(')').split(',').nth(1))
+            {
+                let scale: usize = scale.parse()?;
+                let digits = v.split_once('.').map_or(0, |(_, f)| f.len());
+                assert_eq!(digits, scale, "offset {offset}: {column}={v} as {ty}");
+                decimals += 1;
+            }
+        }
+        // Columns keep the layout's order: the key (the layout's first field) comes first.
+        assert!(
+            text.find("\"data\":[{\"ACCOUNT-ID\"").is_some(),
+            "offset {offset}: {text}"
+        );
+    }
+    assert!(decimals > 0, "the ledger has decimal fields");
+    Ok(())
+}

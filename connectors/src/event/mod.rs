@@ -1,10 +1,12 @@
 //! The change-event model: one row change with its position, transaction, table, operation,
 //! typed before/after images and the schema version it was read with.
 
+mod canal;
 mod debezium;
 mod position;
 mod value;
 
+pub use canal::{CanalMessage, to_canal_json};
 pub use debezium::to_debezium_json;
 pub use position::{PartitionResume, Position, SnapshotCursor};
 pub(crate) use value::base64_encode as base64;

@@ -13,7 +13,8 @@ pub enum KafkaFormat {
     #[default]
     DebeziumJson,
     /// Canal's JSON (`{data, old, type, database, table, pkNames, ...}`), as TiCDC writes it.
-    /// Not supported yet: a path configured with it refuses to start.
+    /// Values are strings typed by `mysqlType`; `old` lists the columns an update changed;
+    /// `_tidb.commitTs` is set for events from TiDB.
     CanalJson,
 }
 

@@ -18,7 +18,7 @@ pub use positions::{PositionsError, read_committed_positions};
 
 use super::sleep_until;
 use crate::decider::PathHealth;
-use crate::event::{ChangeEvent, Position, TableId, to_debezium_json};
+use crate::event::{ChangeEvent, Position, TableId, to_canal_json, to_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
@@ -62,8 +62,6 @@ pub enum RealtimeError {
     },
     #[error("kafka at {brokers}: a delivery report for topic `{topic}` was lost")]
     DeliveryLost { brokers: String, topic: String },
-    #[error("the {0} format is not supported by the real-time path yet")]
-    UnsupportedFormat(&'static str),
     #[error(transparent)]
     Positions(#[from] PositionsError),
     #[error("registering the real-time path's metrics: {0}")]
@@ -226,11 +224,6 @@ impl RealtimePath {
     /// Connects, fences any previous producer with the same transactional id (aborting what it
     /// left open) and makes sure the positions topic exists.
     async fn connect(&mut self) -> Result<Kafka, RealtimeError> {
-        if self.config.format != KafkaFormat::DebeziumJson {
-            return Err(RealtimeError::UnsupportedFormat(
-                self.config.format.as_str(),
-            ));
-        }
         let admin: AdminClient<DefaultClientContext> = self
             .client_config()
             .create()
@@ -449,8 +442,11 @@ impl RealtimePath {
             let event: &ChangeEvent = &routed.event;
             let topic = self.topic(event.table()).to_string();
             let key = event.key_text();
-            let value = serde_json::to_vec(&to_debezium_json(event, now_ms))
-                .expect("JSON values always serialize");
+            let value = match self.config.format {
+                KafkaFormat::DebeziumJson => serde_json::to_vec(&to_debezium_json(event, now_ms)),
+                KafkaFormat::CanalJson => serde_json::to_vec(&to_canal_json(event, now_ms)),
+            }
+            .expect("JSON values always serialize");
             let position = serde_json::to_vec(&event.position).expect("positions always serialize");
             let version = event.schema.version.to_string();
             let headers = OwnedHeaders::new_with_capacity(3)
