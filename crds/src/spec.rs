@@ -895,7 +895,7 @@ pub enum KafkaFormatName {
     /// The Debezium envelope.
     #[default]
     DebeziumJson,
-    /// Canal JSON, as TiCDC writes it (not supported yet: refused when the path starts).
+    /// Canal JSON, as TiCDC writes it (`data`, `old`, `mysqlType`, `_tidb.commitTs`).
     CanalJson,
 }
 
