@@ -274,6 +274,13 @@ async fn service_account_kubeconfig(
     Ok(path)
 }
 
+/// Every label of `selector` is on `labels`.
+fn labels_match(labels: &Value, selector: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v))
+}
+
 /// Removes what the RBAC test made, however it ends.
 struct Installed {
     admin: PathBuf,
@@ -306,7 +313,9 @@ impl Drop for Installed {
 /// Deployment's arguments under the operator ServiceAccount's own token, takes its Lease,
 /// reconciles a SyncPipeline (owned objects, status, Events) and cleans up after its deletion;
 /// `syncmesh worker` under the tenant's worker ServiceAccount runs the pipeline and writes its
-/// status. Neither logs a `forbidden`, and the worker may not read Secrets.
+/// status. Neither logs a `forbidden`, and the worker may not read Secrets. The chart's
+/// NetworkPolicy and worker ServiceMonitor select the labels and port the operator gives the
+/// worker's pods and Service.
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_and_worker_work_with_exactly_the_charts_rbac() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -351,14 +360,42 @@ async fn operator_and_worker_work_with_exactly_the_charts_rbac() -> anyhow::Resu
     };
     let values = serde_json::json!({
         "operator": { "watchNamespace": tenant },
-        "tenants": [{ "namespace": tenant }],
+        "tenants": [{ "namespace": tenant, "networkPolicy": true }],
+        "metrics": { "serviceMonitor": { "enabled": true } },
     });
     let objects = render_chart(&python, &values, &release_ns, &release)?;
     let mut operator_args: Vec<String> = Vec::new();
+    // What the chart expects of the objects the operator makes: the labels its NetworkPolicy
+    // and worker ServiceMonitor select, and the metrics port.
+    let mut selects: Vec<(String, Value)> = Vec::new();
     for obj in &objects {
         let kind = obj["kind"].as_str().unwrap_or("");
         let name = obj["metadata"]["name"].as_str().unwrap_or("");
         match kind {
+            "NetworkPolicy" => {
+                selects.push((
+                    "pod".into(),
+                    obj["spec"]["podSelector"]["matchLabels"].clone(),
+                ));
+                selects.push((
+                    "port".into(),
+                    obj["spec"]["ingress"][0]["ports"][0]["port"].clone(),
+                ));
+            }
+            // The Prometheus Operator's CRDs are not installed here.
+            "ServiceMonitor" => {
+                if name.ends_with("-workers") {
+                    selects.push((
+                        "service".into(),
+                        obj["spec"]["selector"]["matchLabels"].clone(),
+                    ));
+                    selects.push((
+                        "service-port".into(),
+                        obj["spec"]["endpoints"][0]["port"].clone(),
+                    ));
+                }
+                continue;
+            }
             // No kubelet runs pods here: the operator is started as a process below.
             "Deployment" => {
                 operator_args = obj["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -519,6 +556,36 @@ async fn operator_and_worker_work_with_exactly_the_charts_rbac() -> anyhow::Resu
     )
     .await
     .with_context(|| format!("operator log:\n{}", logs(&operator_log)))?;
+
+    ensure!(
+        selects.len() == 4,
+        "NetworkPolicy or ServiceMonitor not rendered: {selects:?}"
+    );
+    let deployment = serde_json::to_value(deployments.get(&format!("{name}-worker")).await?)?;
+    let service = serde_json::to_value(services_api.get(&format!("{name}-metrics")).await?)?;
+    let pod = &deployment["spec"]["template"];
+    let container_port = pod["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "metrics")
+        .map(|p| p["containerPort"].clone());
+    for (what, want) in &selects {
+        let ok = match what.as_str() {
+            "pod" => labels_match(&pod["metadata"]["labels"], want),
+            "service" => labels_match(&service["metadata"]["labels"], want),
+            "port" => container_port.as_ref() == Some(want),
+            _ => service["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == *want),
+        };
+        ensure!(
+            ok,
+            "the chart selects {what} {want}, which the operator's worker objects do not have:\n{deployment}\n{service}"
+        );
+    }
 
     // The worker, as its ServiceAccount, runs the pipeline and writes status.
     let worker_log = dir.path().join("worker.log");
