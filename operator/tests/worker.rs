@@ -331,6 +331,124 @@ async fn stuck_drain(
     Ok(())
 }
 
+/// The real-time path under the worker: every record is committed to Kafka with the positions.
+/// The state directory is then lost (an `emptyDir` on a rescheduled pod): the restarted worker
+/// reads the file again, and the path skips every event its positions topic says it already
+/// committed, so the topic holds each record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_positions_outlive_the_state_directory() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let kafka = require!(services::kafka());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker-kafka").await?;
+    let result = realtime(
+        &kube,
+        &kafka.brokers,
+        Api::namespaced(client.clone(), &ns),
+        &ns,
+    )
+    .await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    result?;
+    cleanup
+}
+
+async fn realtime(
+    kube: &Kube,
+    brokers: &str,
+    api: Api<SyncPipeline>,
+    ns: &str,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::copy(
+        examples.join("data/ledger-0001.dat"),
+        dir.path().join("data/ledger-0001.dat"),
+    )?;
+    let state = dir.path().join("state");
+    let file = decodable(&examples.join("data/ledger-0001.dat"))?;
+    // Topics of this test's own: the broker keeps them between runs.
+    let prefix = syncmesh_tests::unique_name("worker", '-', 40);
+    let topic = format!("{prefix}.bank.ledger");
+    let spec = MANIFEST
+        .split("  defaultRoute:")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+        + &format!(
+            r#"  defaultRoute: [realtime]
+  realtime:
+    brokers: "{brokers}"
+    topicTemplate: "{prefix}.{{schema}}.{{table}}"
+    transactionalId: "{prefix}"
+    positionsTopic: "{prefix}.positions"
+    maxBatchEvents: 1500
+"#
+        );
+    api.create(&PostParams::default(), &parse_manifest(&spec)?)
+        .await
+        .context("creating the SyncPipeline")?;
+    let all_read = |s: &SyncPipelineStatus| {
+        s.events_read == Some(file.records)
+            && s.sources
+                .first()
+                .and_then(|src| src.position.as_deref())
+                .is_some_and(|p| p.starts_with(&format!("ledger-0001.dat record {}", file.last)))
+    };
+
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &[])?;
+    wait_for_status(&api, "every record committed to Kafka", all_read).await?;
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "{exit}");
+    let records = syncmesh_tests::committed_records(brokers, &topic, 0).await?;
+    assert_eq!(records.len() as u64, file.records, "each record once");
+
+    std::fs::remove_dir_all(&state)?;
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &[])?;
+    // The status still shows the first run until the new worker writes: watch its metrics.
+    let port = worker.port;
+    let series = [
+        format!(
+            "syncmesh_source_events_total{{pipeline=\"ledger\",source=\"ledger\"}} {}",
+            file.records
+        ),
+        format!(
+            "syncmesh_kafka_replayed_events_skipped_total{{pipeline=\"ledger\"}} {}",
+            file.records
+        ),
+    ];
+    let series = &series;
+    poll_until(
+        DEADLINE,
+        "the file read again and every event skipped",
+        || async move {
+            let (_, metrics) = http_get(port, "/metrics")?;
+            match series.iter().find(|s| !metrics.contains(s.as_str())) {
+                None => Ok(Some(())),
+                Some(missing) => Err(anyhow!("no `{missing}` yet")),
+            }
+        },
+    )
+    .await?;
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "{exit}");
+    let status = api.get_status("ledger").await?.status.unwrap_or_default();
+    assert!(
+        all_read(&status),
+        "the final status of the restart: {status:?}"
+    );
+    let records = syncmesh_tests::committed_records(brokers, &topic, 0).await?;
+    assert_eq!(
+        records.len() as u64,
+        file.records,
+        "nothing produced twice after the restart"
+    );
+    Ok(())
+}
+
 /// Rows in the MariaDB sink table; `None` before the worker created it.
 async fn mysql_count(pool: &sqlx::MySqlPool) -> anyhow::Result<Option<i64>> {
     match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ledger")
