@@ -518,7 +518,7 @@ fn decode_batch(
     let text = |name: &'static str| {
         text_column(batch, name).ok_or_else(|| verr(first_row, name, "missing or not text".into()))
     };
-    let (op, source, position, tx, image, before, ddl) = (
+    let (op_col, source_col, position_col, tx_col, image_col, before_col, ddl_col) = (
         text("__op")?,
         text("__source")?,
         text("__position")?,
@@ -544,7 +544,7 @@ fn decode_batch(
     }
     for r in 0..batch.num_rows() {
         let row_no = first_row + r;
-        let op = match op.value(r) {
+        let op = match op_col.value(r) {
             "c" => Operation::Insert,
             "u" => Operation::Update,
             "d" => Operation::Delete,
@@ -552,22 +552,22 @@ fn decode_batch(
             "ddl" => Operation::Ddl,
             other => return Err(verr(row_no, "__op", format!("unknown operation `{other}`"))),
         };
-        let src = source.value(r);
+        let src = source_col.value(r);
         let src = sources
             .entry(src.to_string())
             .or_insert_with(|| Arc::from(src))
             .clone();
-        let position: Position = serde_json::from_str(position.value(r))
+        let position: Position = serde_json::from_str(position_col.value(r))
             .map_err(|e| verr(row_no, "__position", e.to_string()))?;
-        let transaction: Option<Transaction> = get(tx, r)
+        let transaction: Option<Transaction> = get(tx_col, r)
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| verr(row_no, "__tx", e.to_string()))?;
-        let before_json: Option<Vec<Value>> = get(before, r)
+        let before_json: Option<Vec<Value>> = get(before_col, r)
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| verr(row_no, "__before", e.to_string()))?;
-        let row = match get(image, r) {
+        let row = match get(image_col, r) {
             None => None,
             Some(_) => {
                 let mut vals = Vec::with_capacity(columns.len());
@@ -579,7 +579,7 @@ fn decode_batch(
                 Some(vals)
             }
         };
-        let (after, before) = match get(image, r) {
+        let (after, before) = match get(image_col, r) {
             Some("after") => (row, before_json),
             Some("before") => (None, row),
             None => (None, None),
@@ -595,7 +595,7 @@ fn decode_batch(
             op,
             before,
             after,
-            ddl: get(ddl, r).map(str::to_string),
+            ddl: get(ddl_col, r).map(str::to_string),
         });
     }
     Ok(())

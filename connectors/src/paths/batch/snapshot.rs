@@ -26,6 +26,8 @@ const FILE_BYTES: usize = 64 << 20;
 pub(super) const MANIFESTS: &str = "_manifests";
 const FORMAT_PARQUET: &str = "parquet";
 const FORMAT_JSONL: &str = "debezium-json-lines";
+/// Micro-batch manifests per table read at start for the committed positions.
+const RECENT_MANIFESTS: usize = 16;
 
 /// How data files are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -487,24 +489,23 @@ impl SnapshotWriter {
 
     /// Deletes data files that no manifest lists and that were last written before
     /// `before` (the start of this run): what a crashed writer left behind. Returns how many
-    /// were removed.
+    /// were removed. Works from one listing: a data file `<id>-part-NNNN.*` belongs to the
+    /// snapshot whose manifest is `_manifests/<id>.json` next to its `dt=` directory.
     pub async fn remove_orphans(&self, before: DateTime<Utc>) -> Result<usize, SnapshotError> {
         let objects = self.list(None).await?;
-        let listed: BTreeSet<String> = self
-            .read_manifests(&objects)
-            .await?
-            .into_iter()
-            .flat_map(|m| m.files.into_iter().map(|f| f.path))
+        let committed: BTreeSet<(String, String)> = objects
+            .iter()
+            .filter_map(|m| manifest_key(&m.location))
             .collect();
         let mut removed = 0;
         for meta in objects {
-            let path = meta.location.to_string();
-            if !is_data_file(&meta.location)
-                || listed.contains(&path)
-                || meta.last_modified >= before
-            {
+            let Some(key) = data_file_key(&meta.location) else {
+                continue;
+            };
+            if committed.contains(&key) || meta.last_modified >= before {
                 continue;
             }
+            let path = meta.location.to_string();
             let deleted = retry(
                 self.retry,
                 || self.store.store.delete(&meta.location),
@@ -532,15 +533,29 @@ impl SnapshotWriter {
         Ok(removed)
     }
 
-    /// The last committed position per (table, source), from the micro-batch manifests.
+    /// The last committed position per (table, source), from the newest micro-batch
+    /// manifests of each table (`RECENT_MANIFESTS`): a restart replays only what was
+    /// committed after the last checkpoint, which is in the newest snapshots.
     pub async fn committed_positions(
         &self,
     ) -> Result<HashMap<(TableId, String), Position>, SnapshotError> {
-        let mut out: HashMap<(TableId, String), Position> = HashMap::new();
-        for m in self.manifests().await? {
-            if m.kind != SnapshotKind::Micro {
-                continue;
+        let objects = self.list(None).await?;
+        let mut by_table: BTreeMap<String, Vec<&ObjectMeta>> = BTreeMap::new();
+        for meta in &objects {
+            if let Some((table, id)) = manifest_key(&meta.location)
+                && !id.contains("-full-")
+            {
+                by_table.entry(table).or_default().push(meta);
             }
+        }
+        let mut recent: Vec<ObjectMeta> = Vec::new();
+        for (_, mut metas) in by_table {
+            metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+            let skip = metas.len().saturating_sub(RECENT_MANIFESTS);
+            recent.extend(metas.into_iter().skip(skip).cloned());
+        }
+        let mut out: HashMap<(TableId, String), Position> = HashMap::new();
+        for m in self.read_manifests(&recent).await? {
             let table = TableId::parse(&m.table);
             for (source, pos) in m.positions {
                 let key = (table.clone(), source);
@@ -657,13 +672,36 @@ fn is_manifest(path: &ObjectPath) -> bool {
         && file.is_some_and(|f| f.as_ref().ends_with(".json"))
 }
 
-/// A data file this writer could have written: `.../dt=.../*.parquet|jsonl`.
-fn is_data_file(path: &ObjectPath) -> bool {
-    let mut parts: Vec<_> = path.parts().collect();
-    let file = parts.pop();
-    parts.last().is_some_and(|p| p.as_ref().starts_with("dt="))
-        && file.is_some_and(|f| {
-            let f = f.as_ref();
-            f.ends_with(".parquet") || f.ends_with(".jsonl")
-        })
+/// `(table directory, snapshot id)` of a manifest `<table dir>/_manifests/<id>.json`.
+fn manifest_key(path: &ObjectPath) -> Option<(String, String)> {
+    let parts: Vec<_> = path.parts().collect();
+    let [dir @ .., manifests, file] = parts.as_slice() else {
+        return None;
+    };
+    let id = file.as_ref().strip_suffix(".json")?;
+    (manifests.as_ref() == MANIFESTS).then(|| (join(dir), id.to_string()))
+}
+
+/// `(table directory, snapshot id)` of a data file this writer could have written:
+/// `<table dir>/dt=.../<id>-part-NNNN.parquet|jsonl`.
+fn data_file_key(path: &ObjectPath) -> Option<(String, String)> {
+    let parts: Vec<_> = path.parts().collect();
+    let [dir @ .., day, file] = parts.as_slice() else {
+        return None;
+    };
+    let name = file.as_ref();
+    if !day.as_ref().starts_with("dt=") || !(name.ends_with(".parquet") || name.ends_with(".jsonl"))
+    {
+        return None;
+    }
+    let (id, _) = name.rsplit_once("-part-")?;
+    Some((join(dir), id.to_string()))
+}
+
+fn join(parts: &[object_store::path::PathPart<'_>]) -> String {
+    parts
+        .iter()
+        .map(|p| p.as_ref())
+        .collect::<Vec<_>>()
+        .join("/")
 }

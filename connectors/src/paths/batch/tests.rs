@@ -432,3 +432,63 @@ async fn jsonl_stays_available_and_is_not_read_back() {
         Err(SnapshotError::Unreadable { .. })
     ));
 }
+
+#[tokio::test]
+async fn metrics_count_what_the_manifests_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = path(dir.path(), 3, Some("* * * * * *"));
+    let (metrics, batch) = (p.metrics.clone(), p.batch_metrics.clone());
+    let (tx, mut acks, task) = start(p);
+    let evs: Vec<_> = (1..=5)
+        .map(|n| event(n, Operation::Insert, n as i64))
+        .collect();
+    tx.send(routed(&evs, 1)).await.unwrap();
+    assert_eq!(next_ack(&mut acks).await, (5, 5));
+    let w = SnapshotWriter::new(store(dir.path()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while batch
+        .full_snapshots
+        .with_label_values(&["p", "bank.accounts"])
+        .get()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no full snapshot within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(tx);
+    task.await.unwrap().unwrap();
+    let manifests = w.table_manifests(&table()).await.unwrap();
+    let micro: Vec<_> = manifests
+        .iter()
+        .filter(|m| m.kind == SnapshotKind::Micro)
+        .collect();
+    let labels = ["p", "bank.accounts"];
+    assert_eq!(
+        metrics.snapshots.with_label_values(&labels).get(),
+        micro.len() as u64
+    );
+    assert_eq!(metrics.snapshot_rows.with_label_values(&labels).get(), 5);
+    let bytes: u64 = micro.iter().flat_map(|m| &m.files).map(|f| f.bytes).sum();
+    let on_disk: u64 = micro
+        .iter()
+        .flat_map(|m| &m.files)
+        .map(|f| std::fs::metadata(dir.path().join(&f.path)).unwrap().len())
+        .sum();
+    assert_eq!(
+        metrics.snapshot_bytes.with_label_values(&labels).get(),
+        bytes
+    );
+    assert_eq!(bytes, on_disk, "the compressed Parquet bytes");
+    assert_eq!(
+        batch
+            .files
+            .with_label_values(&["p", "bank.accounts", "micro"])
+            .get(),
+        micro.len() as u64
+    );
+    let fulls = manifests.len() - micro.len();
+    assert_eq!(
+        batch.full_snapshots.with_label_values(&labels).get(),
+        fulls as u64
+    );
+}
