@@ -17,7 +17,7 @@ pub struct OperatorArgs {
     #[arg(long, env = "SYNCMESH_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
     /// The worker image for pipelines that set no `spec.worker.image`.
-    #[arg(long, env = "SYNCMESH_WORKER_IMAGE", default_value = concat!("ghcr.io/syncmesh/syncmesh:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "SYNCMESH_WORKER_IMAGE", default_value = concat!("syncmesh/syncmesh:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
     /// The ServiceAccount of workers whose pipeline sets no `spec.worker.serviceAccountName`.
     #[arg(long, default_value = "syncmesh-worker")]

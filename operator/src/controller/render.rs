@@ -198,6 +198,7 @@ pub fn render(sp: &SyncPipeline, defaults: &WorkerDefaults) -> Result<Rendered, 
         "metadata": meta(deployment_name(&name)),
         "spec": {
             "replicas": 1,
+            "revisionHistoryLimit": 3,
             // One writer per pipeline: the old worker is gone before the new one starts.
             "strategy": { "type": "Recreate" },
             "selector": { "matchLabels": selector },
