@@ -15,7 +15,8 @@ kubernetes-validate and yamllint there); tests/tests/chart.rs does. Checks:
   and are checked for their shape instead (the PrometheusRule must carry the alert file);
 - yamllint on the rendered manifests and the chart's own YAML;
 - deploy/manifests/syncmesh.yaml equal to the default rendering, and the dashboard JSON equal
-  to what tests/chart/gen_dashboard.py writes;
+  to what tests/chart/gen_dashboard.py writes and read by Grafana's own dashboard model
+  (grafana-foundation-sdk) without losing or changing a field;
 - with KUBECONFIG (and kubectl): the chart's CRD and every rendered object applied with
   `kubectl apply --server-side --dry-run=server` to the real API server, in namespaces made
   for the run and deleted after.
@@ -37,6 +38,8 @@ import sys
 import time
 
 import helm_python as helm
+from grafana_foundation_sdk.cog.encoder import JSONEncoder as GrafanaEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard as GrafanaDashboard
 import kubernetes_validate
 import yaml
 from yamllint import config as yamllint_config
@@ -348,6 +351,7 @@ def main() -> int:
         step("yamllint", run_yamllint, texts)
         step("manifests-up-to-date", check_manifests)
         step("dashboard-up-to-date", check_dashboard)
+        step("dashboard-model", check_dashboard_model)
         if args.no_kubectl:
             skipped["kubectl-dry-run"] = "--no-kubectl"
         elif not os.environ.get("KUBECONFIG"):
@@ -411,6 +415,41 @@ def check_dashboard() -> None:
         raise CheckFailed("the dashboard ConfigMap does not carry dashboards/syncmesh.json")
     if cm[0]["metadata"]["labels"].get("grafana_dashboard") != "1":
         raise CheckFailed("the dashboard ConfigMap lacks the grafana_dashboard: \"1\" label")
+
+
+def check_dashboard_model() -> None:
+    """Grafana cannot run here; its dashboard model (the schema Grafana's SDKs are generated
+    from) must read the JSON and write every field back unchanged."""
+    data = json.loads((CHART / "dashboards/syncmesh.json").read_text())
+    model = GrafanaDashboard.from_json(data)
+    back = json.loads(json.dumps(model, cls=GrafanaEncoder))
+    problems: list[str] = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in a:
+                if k not in b:
+                    problems.append(f"{path}/{k} dropped by the model")
+                else:
+                    walk(a[k], b[k], f"{path}/{k}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{path}[{i}]")
+        elif a != b:
+            problems.append(f"{path}: {a!r} read back as {b!r}")
+
+    walk(data, back, "")
+    if problems:
+        raise CheckFailed("the dashboard does not fit Grafana's model:\n" + "\n".join(problems))
+    ids = [p["id"] for p in data["panels"]]
+    if len(set(ids)) != len(ids):
+        raise CheckFailed(f"duplicate panel ids: {ids}")
+    for p in data["panels"]:
+        if p["type"] == "row":
+            continue
+        refs = [t["refId"] for t in p.get("targets", [])]
+        if not refs or len(set(refs)) != len(refs):
+            raise CheckFailed(f"panel {p['title']!r}: no query, or duplicate refIds {refs}")
 
 
 if __name__ == "__main__":

@@ -231,7 +231,6 @@ def dashboard():
                     "label": "Pipeline",
                     "type": "query",
                     "datasource": DS,
-                    "definition": "label_values(syncmesh_source_events_total, pipeline)",
                     "query": {
                         "query": "label_values(syncmesh_source_events_total, pipeline)",
                         "refId": "pipeline",

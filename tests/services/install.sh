@@ -131,7 +131,7 @@ install_venv() {
   local want ver
   want="$(cat "$req" "$lock" 2>/dev/null | sha256sum | cut -d' ' -f1)"
   if [[ -x "${SYNCMESH_VENV}/bin/moto_server" && "$(cat "$marker" 2>/dev/null)" == "$want" ]] &&
-    ver="$("${SYNCMESH_VENV}/bin/python" -c 'import boto3, moto.server, helm_python, kubernetes_validate, yamllint; print(moto.__version__)' 2>/dev/null)"; then
+    ver="$("${SYNCMESH_VENV}/bin/python" -c 'import boto3, moto.server, helm_python, kubernetes_validate, yamllint, grafana_foundation_sdk; print(moto.__version__)' 2>/dev/null)"; then
     log "venv: present (moto ${ver})"
     return 0
   fi

@@ -27,7 +27,7 @@ fn chart_python() -> Option<PathBuf> {
     let ok = Command::new(&python)
         .args([
             "-c",
-            "import helm_python, kubernetes_validate, yamllint, yaml",
+            "import helm_python, kubernetes_validate, yamllint, yaml, grafana_foundation_sdk",
         ])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -87,6 +87,7 @@ fn chart_passes_lint_schema_validation_yamllint_and_server_dry_run() -> anyhow::
         "yamllint",
         "manifests-up-to-date",
         "dashboard-up-to-date",
+        "dashboard-model",
     ];
     if kube.is_some() {
         want.push("kubectl-dry-run");
