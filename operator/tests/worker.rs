@@ -449,6 +449,73 @@ async fn realtime(
     Ok(())
 }
 
+/// Bad input ends the worker with exit 2 and a message naming the pipeline and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_exits_2_naming_the_field() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker-bad").await?;
+    let result = bad_input(&kube, Api::namespaced(client.clone(), &ns), &ns).await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    result?;
+    cleanup
+}
+
+async fn bad_input(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |pipeline: String| {
+        let kubeconfig = kube.kubeconfig.clone();
+        let base = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            Command::new(bin())
+                .args([
+                    "worker",
+                    "--pipeline",
+                    &pipeline,
+                    "--metrics-addr",
+                    "127.0.0.1:0",
+                ])
+                .arg("--base-dir")
+                .arg(&base)
+                .arg("--state-dir")
+                .arg(base.join("state"))
+                .env("KUBECONFIG", kubeconfig)
+                .env("RUST_LOG", "warn")
+                .output()
+        })
+    };
+
+    let out = run(format!("{ns}/absent")).await??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("SyncPipeline {ns}/absent not found")),
+        "{err}"
+    );
+
+    // Accepted by the API server's schema, refused by the semantic validation.
+    let mut twice = parse_manifest(&MANIFEST.replace("SINK", "sqlite://out/sink.db"))?;
+    let again = twice.spec.sources[0].clone();
+    twice.spec.sources.push(again);
+    api.create(&PostParams::default(), &twice)
+        .await
+        .context("creating the SyncPipeline")?;
+    let out = run(format!("{ns}/ledger")).await??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("SyncPipeline {ns}/ledger is invalid"))
+            && err.contains("spec.sources[1].name: duplicate source name `ledger`"),
+        "{err}"
+    );
+
+    let out = run(format!("{ns}")).await??;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected NAMESPACE/NAME"));
+    Ok(())
+}
+
 /// Rows in the MariaDB sink table; `None` before the worker created it.
 async fn mysql_count(pool: &sqlx::MySqlPool) -> anyhow::Result<Option<i64>> {
     match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ledger")
