@@ -510,7 +510,7 @@ async fn bad_input(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Res
         "{err}"
     );
 
-    let out = run(format!("{ns}")).await??;
+    let out = run(ns.to_string()).await??;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected NAMESPACE/NAME"));
     Ok(())
