@@ -41,9 +41,11 @@ struct FaultProxy {
     /// Connections refused or cut while down.
     cut: Arc<AtomicU64>,
     tunnels: Arc<Mutex<Vec<AbortHandle>>>,
-    /// `(after this many PUTs, for how long; None: until told)`.
-    trigger: Arc<Mutex<Option<(u64, Option<Duration>)>>>,
+    trigger: Arc<Mutex<Option<Trigger>>>,
 }
+
+/// `(after this many PUTs, for how long; None: until told)`.
+type Trigger = (u64, Option<Duration>);
 
 impl FaultProxy {
     async fn start(upstream: &str) -> anyhow::Result<Arc<Self>> {
