@@ -18,7 +18,9 @@ use crate::paths::batch::{
     BatchMetrics, BatchPath, RetryPolicy, ShadowOptions, SinkApplier, SnapshotFormat,
     SnapshotWriter, TableApplier,
 };
-use crate::paths::realtime::{KafkaFormat, RealtimeConfig, RealtimeError, RealtimePath};
+use crate::paths::realtime::{
+    ClaimCheck, KafkaFormat, RealtimeConfig, RealtimeError, RealtimePath,
+};
 use crate::paths::store::{StoreError, open_store};
 use crate::runtime::{
     Path as PipelinePath, RunCounters, RunSummary, Runtime, RuntimeError, Source, StopSignal,
@@ -323,7 +325,22 @@ impl Pipeline {
                         .with_schema(schema),
                 ));
             }
-            let path = RealtimePath::new(name.clone(), config, &metrics)?;
+            let claims = &rt.claim_check;
+            let claim_store = match (&claims.url, &spec.batch) {
+                (Some(url), _) => open_store(url, base, claims.s3.as_ref())?,
+                (None, Some(batch)) => open_store(&batch.url, base, batch.s3.as_ref())?,
+                (None, None) => open_store(
+                    &options.state_dir.join("claim-checks").display().to_string(),
+                    base,
+                    None,
+                )?,
+            };
+            let path =
+                RealtimePath::new(name.clone(), config, &metrics)?.with_claim_check(ClaimCheck {
+                    store: claim_store,
+                    max_record_bytes: usize::try_from(claims.max_record_bytes)
+                        .unwrap_or(usize::MAX),
+                });
             if rt.fallback == syncmesh_crds::FallbackPolicy::Batch {
                 fallback = Some(Fallback {
                     realtime: path.health(),

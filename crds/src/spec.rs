@@ -868,6 +868,44 @@ pub struct RealtimeSpec {
     #[serde(default = "default_rt_degraded_after_ms")]
     #[schemars(range(min = 1))]
     pub degraded_after_ms: u64,
+    /// Records too large for the brokers are stored in object storage and Kafka carries a
+    /// reference to them (a claim check), so no event is dropped or halts the pipeline.
+    #[serde(default)]
+    pub claim_check: ClaimCheckSpec,
+}
+
+/// Where oversized records go. The Kafka record then holds
+/// `{"claimCheck": {"url", "bytes", "xxh3"}, "table", "op", "position"}` and the header
+/// `syncmesh.claim-check` names the object.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimCheckSpec {
+    /// A record whose key and value together exceed this many bytes is claim-checked. Keep it
+    /// below the brokers' `message.max.bytes` (1 MB by default).
+    #[serde(default = "default_claim_check_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_record_bytes: u64,
+    /// Object storage for the payloads (`s3://bucket/prefix`, `file:///dir` or a path).
+    /// Default: the batch path's `url`, else `claim-checks/` in the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// S3 connection settings for an `s3://` url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+}
+
+impl Default for ClaimCheckSpec {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: default_claim_check_bytes(),
+            url: None,
+            s3: None,
+        }
+    }
+}
+
+fn default_claim_check_bytes() -> u64 {
+    900_000
 }
 
 fn default_rt_degraded_after_ms() -> u64 {

@@ -240,3 +240,55 @@ async fn canal_json_records_carry_typed_string_values() -> anyhow::Result<()> {
     assert!(decimals > 0, "the ledger has decimal fields");
     Ok(())
 }
+
+/// A record larger than `claimCheck.maxRecordBytes` goes to object storage; Kafka carries a
+/// reference, and the object holds the full event. Nothing is dropped and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_records_are_claim_checked_into_object_storage() -> anyhow::Result<()> {
+    let kafka = require!(services::kafka());
+    let name = unique_name("rt-claim", '-', 40);
+    let dir = tempfile::tempdir()?;
+    copy_quickstart(dir.path(), &["ledger-0001.dat"])?;
+    let manifest = manifest(
+        &name,
+        &format!(
+            "  defaultRoute: [realtime]\n  realtime:\n    brokers: \"{}\"\n    claimCheck: {{maxRecordBytes: 300, url: claims}}\n",
+            kafka.brokers
+        ),
+    );
+    let summary = run(dir.path(), &manifest).await?;
+    assert_eq!(summary.acknowledged.get("realtime"), Some(&10_000));
+    let records = committed_records(&kafka.brokers, &format!("{name}.bank.ledger"), 0).await?;
+    assert_eq!(
+        records.len(),
+        10_000,
+        "each event exactly once in the topic"
+    );
+    let mut objects = BTreeSet::new();
+    for (key, value, offset) in &records {
+        let key = String::from_utf8(key.clone().unwrap_or_default())?;
+        let value = value.as_deref().unwrap_or_default();
+        assert!(
+            value.len() < 1024,
+            "offset {offset}: the reference is small"
+        );
+        let reference: serde_json::Value = serde_json::from_slice(value)?;
+        let claim = &reference["claimCheck"];
+        let url = claim["url"].as_str().expect("a claim-check url");
+        assert_eq!(reference["table"], "bank.ledger");
+        assert_eq!(reference["op"], "r");
+        let file = url.strip_prefix("file://").expect("a local store");
+        assert!(
+            file.starts_with(&dir.path().join("claims").display().to_string())
+                || file.contains("/claims/"),
+            "offset {offset}: {url} under the configured store"
+        );
+        let body = std::fs::read(file)?;
+        assert_eq!(Some(body.len() as u64), claim["bytes"].as_u64());
+        let envelope: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(envelope["after"]["ACCOUNT-ID"].to_string(), key);
+        objects.insert(url.to_string());
+    }
+    assert_eq!(objects.len(), 10_000, "one object per event");
+    Ok(())
+}

@@ -10,9 +10,11 @@
 //! future through a oneshot channel, so nothing ever blocks there. Calls that wait on the broker
 //! (`init_transactions`, commit, abort) run under `spawn_blocking`, never on the async workers.
 
+mod claim;
 mod config;
 mod positions;
 
+pub use claim::{Claim, ClaimCheck, ClaimCheckError, HEADER_CLAIM_CHECK};
 pub use config::{KafkaFormat, RealtimeConfig, topic_name};
 pub use positions::{PositionsError, read_committed_positions};
 
@@ -64,6 +66,8 @@ pub enum RealtimeError {
     DeliveryLost { brokers: String, topic: String },
     #[error(transparent)]
     Positions(#[from] PositionsError),
+    #[error(transparent)]
+    ClaimCheck(#[from] ClaimCheckError),
     #[error("registering the real-time path's metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -74,6 +78,7 @@ struct RealtimeMetrics {
     aborted: IntCounter,
     produce_seconds: prometheus::Histogram,
     replay_skipped: IntCounter,
+    claim_checks: IntCounter,
 }
 
 impl RealtimeMetrics {
@@ -102,6 +107,14 @@ impl RealtimeMetrics {
             ),
             &["pipeline"],
         )?;
+        let claims = IntCounterVec::new(
+            Opts::new(
+                "syncmesh_kafka_claim_checks_total",
+                "Records too large for the brokers, stored in object storage and referenced",
+            ),
+            &["pipeline"],
+        )?;
+        registry.register(Box::new(claims.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(transactions.clone()))?;
         registry.register(Box::new(produce.clone()))?;
@@ -110,6 +123,7 @@ impl RealtimeMetrics {
             aborted: transactions.with_label_values(&[pipeline, "aborted"]),
             produce_seconds: produce.with_label_values(&[pipeline]),
             replay_skipped: skipped.with_label_values(&[pipeline]),
+            claim_checks: claims.with_label_values(&[pipeline]),
         })
     }
 }
@@ -132,6 +146,8 @@ pub struct RealtimePath {
     unacked: u64,
     /// Raised while a transaction has been open longer than `config.degraded_after`.
     health: Arc<PathHealth>,
+    /// Where records too large for the brokers go; without it they fail the path.
+    claim_check: Option<ClaimCheck>,
 }
 
 /// What the positions topic holds per source: the last position committed, with the runtime
@@ -167,7 +183,15 @@ impl RealtimePath {
             seen: None,
             unacked: 0,
             health: Arc::new(PathHealth::default()),
+            claim_check: None,
         })
+    }
+
+    /// Stores records larger than `check.max_record_bytes` in object storage and sends a
+    /// reference instead.
+    pub fn with_claim_check(mut self, check: ClaimCheck) -> Self {
+        self.claim_check = Some(check);
+        self
     }
 
     /// The path's health, for the decider's fallback: degraded while a transaction has been
@@ -448,8 +472,22 @@ impl RealtimePath {
             }
             .expect("JSON values always serialize");
             let position = serde_json::to_vec(&event.position).expect("positions always serialize");
+            let (value, claim) = match &self.claim_check {
+                Some(check) if check.needed(key.as_bytes(), &value) => {
+                    let claim = check
+                        .store(&topic, &position, key.as_bytes(), value)
+                        .await?;
+                    self.metrics.claim_checks.inc();
+                    let at =
+                        serde_json::to_value(&event.position).expect("positions always serialize");
+                    let reference =
+                        claim.record_value(&event.table().to_string(), event.op.code(), &at);
+                    (reference, Some(claim.url))
+                }
+                _ => (value, None),
+            };
             let version = event.schema.version.to_string();
-            let headers = OwnedHeaders::new_with_capacity(3)
+            let mut headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {
                     key: HEADER_POSITION,
                     value: Some(&position),
@@ -462,6 +500,12 @@ impl RealtimePath {
                     key: HEADER_SOURCE,
                     value: Some(event.source.as_bytes()),
                 });
+            if let Some(url) = &claim {
+                headers = headers.insert(Header {
+                    key: HEADER_CLAIM_CHECK,
+                    value: Some(url.as_bytes()),
+                });
+            }
             let mut record = FutureRecord::to(&topic).payload(&value).headers(headers);
             if !key.is_empty() {
                 record = record.key(key.as_bytes());
