@@ -969,6 +969,15 @@ async fn with_worker(h: &Harness) -> anyhow::Result<()> {
         anyhow!("{e:#}\n--- worker ---\n{text}")
     })?;
     killed?;
+    // Heartbeats reconcile, but objects as the operator left them are not applied again.
+    let (_, text) = http_get(h.operators[0].metrics, "/metrics").await?;
+    let applies = |outcome: &str| {
+        let series =
+            format!("syncmesh_operator_applies_total{{kind=\"ConfigMap\",outcome=\"{outcome}\"}}");
+        metric(&text, &series).unwrap_or(0.0)
+    };
+    assert_eq!(applies("applied"), 1.0, "{text}");
+    assert!(applies("unchanged") >= 2.0, "{text}");
     let status = sp.status.clone().unwrap_or_default();
     assert!(status.heartbeat.is_some(), "{status:?}");
     assert_eq!(

@@ -14,6 +14,9 @@ pub struct OperatorMetrics {
     /// Reconciles by result (`ok`, `error`).
     pub reconciles: IntCounterVec,
     pub reconcile_seconds: HistogramVec,
+    /// Owned objects by kind and outcome: `applied` (server-side apply sent) or `unchanged`
+    /// (as the last apply left it, skipped).
+    pub applies: IntCounterVec,
     /// 1 while this replica holds the Lease.
     pub leader: IntGauge,
     ready: AtomicBool,
@@ -37,17 +40,26 @@ impl OperatorMetrics {
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["result"],
         )?;
+        let applies = IntCounterVec::new(
+            Opts::new(
+                "syncmesh_operator_applies_total",
+                "Owned objects applied, or skipped as unchanged since the last apply",
+            ),
+            &["kind", "outcome"],
+        )?;
         let leader = IntGauge::new(
             "syncmesh_operator_leader",
             "1 while this replica holds the leader Lease",
         )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_seconds.clone()))?;
+        registry.register(Box::new(applies.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciles,
             reconcile_seconds,
+            applies,
             leader,
             ready: AtomicBool::new(false),
         })
