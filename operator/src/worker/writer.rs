@@ -236,6 +236,44 @@ async fn recv(
 mod tests {
     use super::*;
 
+    #[test]
+    fn observes_the_runs_counters_and_lag_gauges_of_its_own_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let counters = Arc::new(RunCounters::default());
+        counters.events_read.store(5, Ordering::Relaxed);
+        metrics.events_read.with_label_values(&["p", "s"]).inc_by(3);
+        metrics.events_read.with_label_values(&["p", "t"]).inc_by(2);
+        metrics
+            .source_lag_seconds
+            .with_label_values(&["p", "s"])
+            .set(1.5);
+        metrics
+            .source_lag_seconds
+            .with_label_values(&["other", "t"])
+            .set(9.0);
+        let sources = Sources {
+            pipeline: "p".into(),
+            source_names: vec!["s".into(), "t".into()],
+            metrics,
+            counters,
+            checkpoint: FileCheckpointStore::new(dir.path().join("checkpoint"), "p"),
+            breakers: None,
+            outcomes: None,
+        };
+        let seen = sources.observe(&mut None);
+        assert_eq!(seen.sources, [("s".to_string(), 3), ("t".to_string(), 2)]);
+        assert_eq!(
+            seen.lags,
+            [("s".to_string(), Duration::from_millis(1_500))].into()
+        );
+        let status = worker_status(&seen, &CheckBook::default());
+        assert_eq!(status.events_read, Some(5));
+        assert_eq!(status.lag.as_deref(), Some("1.5s"));
+        assert_eq!(status.sources[1].lag, None, "no gauge for t in pipeline p");
+        assert_eq!(status.breaker, None, "no sink");
+    }
+
     const S: Duration = Duration::from_secs(1);
 
     #[test]
