@@ -102,6 +102,20 @@ pub fn operator_issues(sp: &SyncPipeline) -> Vec<FieldIssue> {
             ));
         }
     }
+    if let Some(r) = sp.spec.worker.as_ref().and_then(|w| w.resources.as_ref()) {
+        for (section, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (resource, quantity) in map {
+                if !is_quantity(quantity) {
+                    issues.push(issue(
+                        format!("spec.worker.resources.{section}.{resource}"),
+                        format!(
+                            "`{quantity}` is not a Kubernetes quantity (e.g. `500m`, `2`, `1Gi`)"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     let provided = |var: &str| env.iter().any(|e| e.name == var);
     for (i, source) in sp.spec.sources.iter().enumerate() {
         let mut wanted = Vec::new();
@@ -130,6 +144,28 @@ pub fn operator_issues(sp: &SyncPipeline) -> Vec<FieldIssue> {
         }
     }
     issues
+}
+
+/// A Kubernetes quantity: a decimal number, then an optional binary (`Ki`..`Ei`), decimal
+/// (`n`, `u`, `m`, `k`, `M`..`E`) or exponent (`e3`) suffix.
+fn is_quantity(q: &str) -> bool {
+    let digits_end = q
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '+' || c == '-'))))
+        .map_or(q.len(), |(i, _)| i);
+    let (number, suffix) = q.split_at(digits_end);
+    let number = number.trim_start_matches(['+', '-']);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return false;
+    }
+    const SUFFIXES: [&str; 16] = [
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    SUFFIXES.contains(&suffix)
+        || suffix
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.trim_start_matches(['+', '-']))
+            .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn issue(path: impl Into<String>, reason: impl Into<String>) -> FieldIssue {
@@ -622,6 +658,21 @@ mod tests {
         );
         assert!(issues[2].reason.contains("`TIDB_PW`"));
         assert!(operator_issues(&pipeline(oracle_spec())).is_empty());
+    }
+
+    #[test]
+    fn quantities_are_checked() {
+        for good in ["1", "500m", "0.5", "1Gi", "256Mi", "2e3", "1.5G", "+1"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "2 GB", "1gi", "Gi", "1..5", ".", "1e", "abc"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        let mut spec = oracle_spec();
+        spec["worker"]["resources"] = json!({ "limits": { "memory": "2 GB" } });
+        let issues = operator_issues(&pipeline(spec));
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].path, "spec.worker.resources.limits.memory");
     }
 
     #[test]
