@@ -449,6 +449,110 @@ async fn realtime(
     Ok(())
 }
 
+/// Checks that keep failing trip the sink table's breaker, and the status shows both: each
+/// check's counts and failures in a row, then the breaker open with its shadow table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checks_and_the_open_breaker_reach_the_status() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker-breaker").await?;
+    let result = failing_checks(&kube, Api::namespaced(client.clone(), &ns), &ns).await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    result?;
+    cleanup
+}
+
+async fn failing_checks(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::copy(
+        examples.join("data/ledger-0002.dat"),
+        dir.path().join("data/ledger-0002.dat"),
+    )?;
+    let file = decodable(&examples.join("data/ledger-0002.dat"))?;
+    let spec = MANIFEST.replace("SINK", "sqlite://out/sink.db")
+        + &CHECK.replace("sqlite://out/sink.db", "sqlite://out/source.db");
+    api.create(&PostParams::default(), &parse_manifest(&spec)?)
+        .await
+        .context("creating the SyncPipeline")?;
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &dir.path().join("state"), &[])?;
+    let db = dir.path().join("out/sink.db");
+    let want = file.ids.len() as i64;
+    poll_until(DEADLINE, "the sink to hold ledger-0002.dat", || {
+        let db = db.clone();
+        async move { Ok((sink_count(&db).await? == want).then_some(())) }
+    })
+    .await?;
+
+    // The "source" the checker compares with: the sink's rows, one in ten deleted.
+    let source = dir.path().join("out/source.db");
+    let extra = {
+        use sqlx::sqlite::SqlitePoolOptions;
+        let sink = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=ro", db.display()))
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "VACUUM INTO '{}'",
+            source.display()
+        )))
+        .execute(&sink)
+        .await?;
+        sink.close().await;
+        let src = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}", source.display()))
+            .await?;
+        let deleted = sqlx::query("DELETE FROM ledger WHERE rowid % 10 = 0")
+            .execute(&src)
+            .await?
+            .rows_affected();
+        src.close().await;
+        deleted
+    };
+    anyhow::ensure!(extra > 0, "rows deleted from the check's source");
+
+    for n in 1..=3u32 {
+        api.patch(
+            "ledger",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"syncmesh.io/check-requested": n.to_string()}}
+            })),
+        )
+        .await?;
+        let status = wait_for_status(&api, &format!("failed check {n}"), |s| {
+            s.checks
+                .first()
+                .is_some_and(|c| c.result == "Failed" && c.consecutive_failures == n)
+        })
+        .await?;
+        let check = &status.checks[0];
+        assert_eq!(status.last_check.as_deref(), Some("Failed"));
+        assert_eq!(
+            (check.extra, check.missing, check.different),
+            (extra, 0, 0),
+            "{check:?}"
+        );
+        assert!(check.diff_ratio > 0.0, "{check:?}");
+    }
+    let status = wait_for_status(&api, "the breaker open", |s| {
+        s.breaker.as_deref() == Some("open (1/1)")
+    })
+    .await?;
+    let table = &status.sink_tables[0];
+    assert_eq!(table.breaker, "open", "{table:?}");
+    assert_eq!(table.failed_checks, 3, "{table:?}");
+    assert!(table.shadow.is_some(), "{table:?}");
+    assert!(table.since.is_some() && table.reason.is_some(), "{table:?}");
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "{exit}");
+    Ok(())
+}
+
 /// Bad input ends the worker with exit 2 and a message naming the pipeline and the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_exits_2_naming_the_field() -> anyhow::Result<()> {
