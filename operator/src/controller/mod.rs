@@ -111,8 +111,13 @@ pub async fn run_controller(
     let renew = tokio::spawn(async move {
         let mut renewed = Instant::now();
         loop {
-            tokio::time::sleep(elector.config().retry).await;
-            match elector.try_acquire_or_renew().await {
+            let retry = elector.config().retry;
+            tokio::time::sleep(retry).await;
+            // A hung request must not outlive the lease: one round takes at most `retry`.
+            let round = tokio::time::timeout(retry, elector.try_acquire_or_renew())
+                .await
+                .unwrap_or_else(|_| Err(kube::Error::Service("lease renewal timed out".into())));
+            match round {
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => break,
                 // Keep leading through short API outages, never past the lease's life.
