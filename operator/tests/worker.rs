@@ -449,6 +449,83 @@ async fn realtime(
     Ok(())
 }
 
+/// The drain flushes what is still buffered: a batch that neither its size nor its age would
+/// close for an hour is committed as a snapshot and applied to the sink on SIGTERM, and the
+/// checkpoint moves past it before the worker exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_the_open_snapshot() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker-flush").await?;
+    let result = open_snapshot(&kube, Api::namespaced(client.clone(), &ns), &ns).await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    result?;
+    cleanup
+}
+
+async fn open_snapshot(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::copy(
+        examples.join("data/ledger-0002.dat"),
+        dir.path().join("data/ledger-0002.dat"),
+    )?;
+    let file = decodable(&examples.join("data/ledger-0002.dat"))?;
+    let spec = MANIFEST
+        .replace("SINK", "sqlite://out/sink.db")
+        .replace("maxEvents: 4000", "maxEvents: 100000")
+        .replace("maxAgeSeconds: 1", "maxAgeSeconds: 3600");
+    api.create(&PostParams::default(), &parse_manifest(&spec)?)
+        .await
+        .context("creating the SyncPipeline")?;
+    let state = dir.path().join("state");
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &state, &[])?;
+    let status = wait_for_status(&api, "the file read", |s| {
+        s.events_read == Some(file.records)
+    })
+    .await?;
+    assert_eq!(
+        status.sources[0].position, None,
+        "nothing acknowledged while the batch is open"
+    );
+    let manifests = dir.path().join("out/snapshots/bank.ledger/_manifests");
+    let committed = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    assert_eq!(committed(&manifests), 0, "no snapshot committed yet");
+
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "{exit}");
+    assert_eq!(committed(&manifests), 1, "the drain committed the snapshot");
+    let db = dir.path().join("out/sink.db");
+    assert_eq!(sink_count(&db).await?, file.ids.len() as i64);
+    let checkpoint = FileCheckpointStore::new(state.join("checkpoint"), "ledger")
+        .load()?
+        .ok_or_else(|| anyhow!("no checkpoint after the drain"))?;
+    match checkpoint
+        .sources
+        .get("ledger")
+        .and_then(|p| p.position.as_ref())
+    {
+        Some(Position::File {
+            file: f, record, ..
+        }) => {
+            assert_eq!((f.as_str(), *record), ("ledger-0002.dat", file.last));
+        }
+        other => bail!("checkpoint position {other:?}"),
+    }
+    let status = api.get_status("ledger").await?.status.unwrap_or_default();
+    assert!(
+        status.sources[0]
+            .position
+            .as_deref()
+            .is_some_and(|p| p.starts_with(&format!("ledger-0002.dat record {}", file.last))),
+        "the final status shows the position the drain saved: {status:?}"
+    );
+    Ok(())
+}
+
 /// Checks that keep failing trip the sink table's breaker, and the status shows both: each
 /// check's counts and failures in a row, then the breaker open with its shadow table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
