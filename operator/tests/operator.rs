@@ -1187,3 +1187,43 @@ async fn foreign(h: &Harness) -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A replica that finds its Lease taken stops reconciling and exits non-zero (to start over
+/// as a candidate), rather than lead beside the new holder.
+#[tokio::test]
+async fn a_leader_whose_lease_is_taken_stops() -> anyhow::Result<()> {
+    let Some(mut h) = Harness::start("operator-lost").await? else {
+        return Ok(()); // skipped: services::kube() said why
+    };
+    let result = lost_lease(&mut h).await;
+    h.finish(result).await
+}
+
+async fn lost_lease(h: &mut Harness) -> anyhow::Result<()> {
+    let lease = "syncmesh-operator";
+    let me = h.spawn_operator(lease)?;
+    let hr = &*h;
+    poll_until(WAIT, "the operator to lead", || async {
+        Ok(holder(hr, lease).await?.filter(|id| *id == me))
+    })
+    .await?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let patch = json!({ "spec": { "holderIdentity": "intruder", "renewTime": now,
+                                  "leaseDurationSeconds": 60 } });
+    hr.api::<Lease>()
+        .patch(lease, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let mut op = h.operators.remove(0);
+    let exit = poll_until(WAIT, "the operator to exit", || {
+        let exited = op.child.try_wait();
+        async move { Ok(exited?) }
+    })
+    .await;
+    h.operators.push(op);
+    let exit = exit?;
+    assert_eq!(exit.code(), Some(1), "{exit:?}");
+    let log = std::fs::read_to_string(&h.operators[0].log)?;
+    assert!(log.contains("lost the leader lease"), "{log}");
+    assert_eq!(holder(h, lease).await?.as_deref(), Some("intruder"));
+    Ok(())
+}
