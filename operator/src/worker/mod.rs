@@ -18,7 +18,7 @@ use std::time::Duration;
 use syncmesh_connectors::checker::CheckTrigger;
 use syncmesh_connectors::checkpoint::FileCheckpointStore;
 use syncmesh_connectors::metrics::{Metrics, serve_with_readiness};
-use syncmesh_connectors::runtime::StopSignal;
+use syncmesh_connectors::runtime::{RunSummary, StopSignal};
 use syncmesh_crds::{FieldIssue, SyncPipeline, validate_spec};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -74,19 +74,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
         )
         .map_err(Failure::failed)?;
     let api: Api<SyncPipeline> = Api::namespaced(client, &cfg.namespace);
-    let manifest = api
-        .get_opt(&cfg.name)
-        .await
-        .with_context(|| format!("cannot read SyncPipeline {id}"))
-        .map_err(Failure::failed)?
-        .ok_or_else(|| Failure::bad_input(anyhow!("SyncPipeline {id} not found")))?;
-    let issues = validate_spec(&manifest.spec);
-    if !issues.is_empty() {
-        return Err(Failure::bad_input(anyhow!(
-            "SyncPipeline {id} is invalid: {}",
-            FieldIssue::join(&issues)
-        )));
-    }
+    let manifest = fetch(&api, &cfg.name, &id).await?;
     let generation = manifest.metadata.generation;
 
     create_state_dir(&cfg.state_dir)?;
@@ -107,17 +95,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
 
     let (stop_tx, stop) = StopSignal::new();
     let reason: Arc<OnceLock<StopReason>> = Arc::new(OnceLock::new());
-    {
-        let (stop_tx, reason) = (stop_tx.clone(), reason.clone());
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            let _ = reason.set(StopReason::Signal);
-            let _ = stop_tx.send(true);
-            wait_for_signal().await;
-            tracing::error!("second signal: exiting without draining");
-            std::process::exit(130);
-        });
-    }
+    tokio::spawn(stop_on_signal(stop_tx.clone(), reason.clone()));
     let watch_task = tokio::spawn(watch_spec(
         api.clone(),
         Watched {
@@ -191,8 +169,41 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
     let summary = joined
         .map_err(|e| Failure::failed(anyhow!("the pipeline task ended abnormally: {e}")))?
         .map_err(run_failure)?;
+    log_end(reason.get(), &summary);
+    Ok(())
+}
+
+/// The SyncPipeline, checked as `syncmesh validate` checks a manifest.
+async fn fetch(api: &Api<SyncPipeline>, name: &str, id: &str) -> Result<SyncPipeline, Failure> {
+    let manifest = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("cannot read SyncPipeline {id}"))
+        .map_err(Failure::failed)?
+        .ok_or_else(|| Failure::bad_input(anyhow!("SyncPipeline {id} not found")))?;
+    let issues = validate_spec(&manifest.spec);
+    if !issues.is_empty() {
+        return Err(Failure::bad_input(anyhow!(
+            "SyncPipeline {id} is invalid: {}",
+            FieldIssue::join(&issues)
+        )));
+    }
+    Ok(manifest)
+}
+
+/// The first SIGTERM/SIGINT starts the drain; a second one exits at once.
+async fn stop_on_signal(stop_tx: watch::Sender<bool>, reason: Arc<OnceLock<StopReason>>) {
+    wait_for_signal().await;
+    let _ = reason.set(StopReason::Signal);
+    let _ = stop_tx.send(true);
+    wait_for_signal().await;
+    tracing::error!("second signal: exiting without draining");
+    std::process::exit(130);
+}
+
+fn log_end(reason: Option<&StopReason>, summary: &RunSummary) {
     let acknowledged: u64 = summary.acknowledged.values().sum();
-    match reason.get() {
+    match reason {
         Some(StopReason::SpecChanged { .. }) => tracing::info!(
             events_read = summary.events_read,
             acknowledged,
@@ -207,7 +218,6 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
             "every source has ended; exiting"
         ),
     }
-    Ok(())
 }
 
 /// What the worker started from.
