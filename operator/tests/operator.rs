@@ -54,17 +54,19 @@ impl Harness {
         }))
     }
 
-    /// Starts an operator on this namespace's Lease `lease`.
+    /// Starts an operator on this namespace's Lease `lease`, with the default lease duration
+    /// (15 s: a loaded machine cannot make it miss renewals).
     fn spawn_operator(&mut self, lease: &str) -> anyhow::Result<String> {
-        self.spawn_operator_with(lease, 60)
+        self.spawn_operator_with(lease, 60, 15)
     }
 
     /// Starts an operator that deems a worker gone `heartbeat_timeout` seconds after its last
-    /// heartbeat.
+    /// heartbeat, on a Lease of `lease_duration` seconds (renewed every third of it).
     fn spawn_operator_with(
         &mut self,
         lease: &str,
         heartbeat_timeout: u32,
+        lease_duration: u32,
     ) -> anyhow::Result<String> {
         let kubeconfig = std::env::var("SYNCMESH_KUBECONFIG").context("SYNCMESH_KUBECONFIG")?;
         let identity = unique_name("op", '-', 40);
@@ -80,7 +82,7 @@ impl Harness {
                 "--lease-name",
                 lease,
                 "--lease-duration",
-                "3",
+                &lease_duration.to_string(),
                 "--identity",
                 &identity,
                 "--image",
@@ -788,11 +790,12 @@ async fn holder(h: &Harness, lease: &str) -> anyhow::Result<Option<String>> {
 
 async fn leadership(h: &mut Harness) -> anyhow::Result<()> {
     let lease = "syncmesh-operator";
-    let first = h.spawn_operator(lease)?;
+    // 6 s: a quick takeover, still renewals 2 s apart that may each take up to 2 s.
+    let first = h.spawn_operator_with(lease, 60, 6)?;
     let hr = &*h;
     let leader = poll_until(WAIT, "a lease holder", || async { holder(hr, lease).await }).await?;
     assert_eq!(leader, first);
-    let second = h.spawn_operator(lease)?;
+    let second = h.spawn_operator_with(lease, 60, 6)?;
     let hr = &*h;
 
     let name = "ha";
@@ -834,7 +837,7 @@ async fn leadership(h: &mut Harness) -> anyhow::Result<()> {
         "only the leader records events: {managers:?}"
     );
 
-    // The leader dies without releasing: the other takes over once the lease expires (3 s).
+    // The leader dies without releasing: the other takes over once the lease expires (6 s).
     let o = &mut h.operators[0];
     o.child.kill()?;
     o.child.wait()?;
@@ -914,7 +917,7 @@ async fn a_running_worker_makes_the_pipeline_ready_and_its_death_does_not_go_unn
     let Some(mut h) = Harness::start("operator-worker").await? else {
         return Ok(()); // skipped: services::kube() said why
     };
-    let result = match h.spawn_operator_with("syncmesh-operator", 5) {
+    let result = match h.spawn_operator_with("syncmesh-operator", 5, 15) {
         Ok(_) => with_worker(&h).await,
         Err(e) => Err(e),
     };
@@ -1201,7 +1204,7 @@ async fn a_leader_whose_lease_is_taken_stops() -> anyhow::Result<()> {
 
 async fn lost_lease(h: &mut Harness) -> anyhow::Result<()> {
     let lease = "syncmesh-operator";
-    let me = h.spawn_operator(lease)?;
+    let me = h.spawn_operator_with(lease, 60, 6)?;
     let hr = &*h;
     poll_until(WAIT, "the operator to lead", || async {
         Ok(holder(hr, lease).await?.filter(|id| *id == me))
