@@ -61,7 +61,7 @@ spec:
         table: bank.ledger
         primaryKey: [ACCOUNT-ID]
   defaultRoute: [batch]
-  batch: {{url: out/snapshots, maxEvents: 1000}}
+  batch: {{url: out/snapshots, maxEvents: 1000, format: jsonl}}
   sink: {{url: "sqlite://out/sink.db"}}
 "#
     )

@@ -8,8 +8,8 @@
 //! aborted transaction can leave an object no committed record names; the retry overwrites it.
 
 use crate::paths::store::Store;
-use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::json;
 
 /// Header naming the object on a claim-check record.
