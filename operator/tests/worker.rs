@@ -697,6 +697,135 @@ async fn bad_input(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Res
     Ok(())
 }
 
+/// A TiDB changefeed source under the worker: canal-json changes committed five seconds ago are
+/// read, produced to Kafka, and the status shows the source's commit-TS position and its lag
+/// (source commit to acknowledgement), which flat files do not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changefeed_source_reports_its_position_and_lag() -> anyhow::Result<()> {
+    let kube = require!(services::kube());
+    let kafka = require!(services::kafka());
+    let client = client(&kube).await?;
+    apply_syncpipeline_crd(&client).await?;
+    let ns = create_namespace(&client, "worker-tidb").await?;
+    let result = changefeed(
+        &kube,
+        &kafka.brokers,
+        Api::namespaced(client.clone(), &ns),
+        &ns,
+    )
+    .await;
+    let cleanup = delete_namespace(&client, &ns).await;
+    result?;
+    cleanup
+}
+
+async fn changefeed(
+    kube: &Kube,
+    brokers: &str,
+    api: Api<SyncPipeline>,
+    ns: &str,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let prefix = syncmesh_tests::unique_name("worker-tidb", '-', 40);
+    let input = format!("{prefix}.ticdc");
+    syncmesh_tests::kafka::create_topic(brokers, &input, 1).await?;
+    // Commit timestamps (TSO: milliseconds above 18 logical bits) five seconds in the past.
+    let committed_ms = chrono::Utc::now().timestamp_millis() as u64 - 5_000;
+    let rows = 20u64;
+    let mut messages = Vec::new();
+    for i in 0..rows {
+        let ts = (committed_ms + i) << 18;
+        messages.push(serde_json::json!({
+            "id": 0, "database": "shop", "table": "orders", "pkNames": ["id"], "isDdl": false,
+            "type": "INSERT", "es": committed_ms + i, "ts": committed_ms + i + 5, "sql": "",
+            "sqlType": {"id": 4, "name": 12}, "mysqlType": {"id": "int", "name": "varchar"},
+            "data": [{"id": (i + 1).to_string(), "name": format!("order {i}")}],
+            "old": null, "_tidb": {"commitTs": ts}
+        }));
+    }
+    let last_ts = (committed_ms + rows - 1) << 18;
+    messages.push(serde_json::json!({
+        "id": 0, "database": "", "table": "", "pkNames": null, "isDdl": false,
+        "type": "TIDB_WATERMARK", "es": committed_ms + rows, "ts": committed_ms + rows,
+        "sql": "", "sqlType": null, "mysqlType": null, "data": null, "old": null,
+        "_tidb": {"watermarkTs": (committed_ms + rows) << 18}
+    }));
+    let producer: FutureProducer =
+        syncmesh_tests::kafka::producer_config(brokers, None).create()?;
+    for m in &messages {
+        let payload = serde_json::to_vec(m)?;
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&input)
+                    .partition(0)
+                    .payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| anyhow!("produce: {e}"))?;
+    }
+
+    let spec = format!(
+        r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata:
+  name: ledger
+spec:
+  sources:
+    - name: shop
+      tidb:
+        brokers: "{brokers}"
+        topics: ["{input}"]
+        protocol: canal-json
+        tables: ["shop.*"]
+  defaultRoute: [realtime]
+  realtime:
+    brokers: "{brokers}"
+    topicTemplate: "{prefix}.{{schema}}.{{table}}"
+    transactionalId: "{prefix}"
+    positionsTopic: "{prefix}.positions"
+"#
+    );
+    api.create(&PostParams::default(), &parse_manifest(&spec)?)
+        .await
+        .context("creating the SyncPipeline")?;
+    let dir = tempfile::tempdir()?;
+    let mut worker = Worker::spawn(kube, ns, dir.path(), &dir.path().join("state"), &[])?;
+    let status = wait_for_status(&api, "every change acknowledged", |s| {
+        s.events_read == Some(rows)
+            && s.sources.first().is_some_and(|src| {
+                src.position.as_deref() == Some(&format!("commit-ts {last_ts} #0"))
+                    && src.lag.is_some()
+            })
+    })
+    .await?;
+    let lag = status.sources[0].lag.clone().unwrap_or_default();
+    assert_eq!(
+        status.lag.as_deref(),
+        Some(lag.as_str()),
+        "one source: its lag is the pipeline's"
+    );
+    assert!(
+        lag.ends_with('s') && !lag.ends_with("ms"),
+        "changes committed 5 s before they were read lag by seconds: {lag}"
+    );
+    let (_, metrics) = http_get(worker.port, "/metrics")?;
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("syncmesh_source_lag_seconds{") && l.contains("source=\"shop\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no lag gauge for source shop"))?;
+    assert!(gauge >= 5.0, "lag {gauge} s for changes committed 5 s ago");
+    let out =
+        syncmesh_tests::committed_records(brokers, &format!("{prefix}.shop.orders"), 0).await?;
+    assert_eq!(out.len() as u64, rows);
+    let exit = worker.terminate().await?;
+    assert!(exit.success(), "{exit}");
+    Ok(())
+}
+
 /// Rows in the MariaDB sink table; `None` before the worker created it.
 async fn mysql_count(pool: &sqlx::MySqlPool) -> anyhow::Result<Option<i64>> {
     match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ledger")
