@@ -1024,6 +1024,12 @@ pub struct WorkerSpec {
     /// them through `valueFrom.secretKeyRef`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<SecretEnvVar>,
+    /// A PersistentVolumeClaim in the pipeline's namespace mounted as the worker's state
+    /// directory (checkpoints, positions), so they survive the pod moving to another node.
+    /// Default: an emptyDir, kept across container restarts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    pub state_volume_claim: Option<String>,
 }
 
 /// Requests and limits, as Kubernetes quantities (`500m`, `1Gi`), keyed by `cpu`/`memory`.

@@ -228,6 +228,10 @@ pub fn render(sp: &SyncPipeline, defaults: &WorkerDefaults) -> Result<Rendered, 
         .unwrap_or_else(|| defaults.service_account.clone());
     let resources = resources(worker.resources.as_ref());
     let env = secret_env(sp);
+    let state_volume = match &worker.state_volume_claim {
+        Some(claim) => json!({ "name": "state", "persistentVolumeClaim": { "claimName": claim } }),
+        None => json!({ "name": "state", "emptyDir": {} }),
+    };
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -293,7 +297,7 @@ pub fn render(sp: &SyncPipeline, defaults: &WorkerDefaults) -> Result<Rendered, 
                         ],
                     }],
                     "volumes": [
-                        { "name": "state", "emptyDir": {} },
+                        state_volume,
                         { "name": "tmp", "emptyDir": {} },
                         { "name": "pipeline", "configMap": { "name": config_map_name(&name) } },
                     ],
@@ -624,6 +628,25 @@ mod tests {
         let back = syncmesh_crds::parse_manifest(yaml).expect("the ConfigMap manifest parses");
         assert_eq!(back.spec.sources.len(), 2);
         assert_eq!(back.spec.worker, sp.spec.worker);
+    }
+
+    #[test]
+    fn state_is_an_empty_dir_or_the_named_claim() {
+        let volume = |spec: Value| {
+            let r = render(&pipeline(spec), &defaults()).expect("renders");
+            let d = serde_json::to_value(&r.deployment).expect("serializes");
+            d["spec"]["template"]["spec"]["volumes"][0].clone()
+        };
+        assert_eq!(
+            volume(oracle_spec()),
+            json!({ "name": "state", "emptyDir": {} })
+        );
+        let mut spec = oracle_spec();
+        spec["worker"]["stateVolumeClaim"] = json!("ledger-state");
+        assert_eq!(
+            volume(spec),
+            json!({ "name": "state", "persistentVolumeClaim": { "claimName": "ledger-state" } })
+        );
     }
 
     #[test]
