@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bin, repo_root, syncmesh, text};
+use common::{RECORD, bin, checkpointed_record_count, many_records, repo_root, syncmesh, text};
 use serde_json::Value as J;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use syncmesh_connectors::event::Value;
 use syncmesh_connectors::sources::flatfile::{DecodeOptions, Layout, RecordDecoder};
-
-const RECORD: usize = 100;
 
 /// A copy of the quickstart (manifest, copybook, data) in a temporary directory.
 fn quickstart_copy(data_files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, PathBuf) {
@@ -177,51 +175,6 @@ fn quickstart_runs_end_to_end_and_a_rerun_adds_nothing() {
     assert_eq!(lineage(dir.path()).len(), 4);
 }
 
-/// `files` files of `per_file` records with unique account ids, built from the sample.
-fn many_records(files: usize, per_file: usize) -> Vec<(String, Vec<u8>)> {
-    let sample =
-        std::fs::read(repo_root().join("deploy/examples/data/ledger-0001.dat")).expect("sample");
-    let mut next_id = 2_000_000_000u64;
-    (0..files)
-        .map(|f| {
-            let mut bytes = Vec::with_capacity(per_file * RECORD);
-            for i in 0..per_file {
-                let rec = &sample[(i % (sample.len() / RECORD)) * RECORD..][..RECORD];
-                bytes.extend_from_slice(format!("{next_id:010}").as_bytes());
-                bytes.extend_from_slice(&rec[10..]);
-                next_id += 1;
-            }
-            (format!("big-{f:04}.dat"), bytes)
-        })
-        .collect()
-}
-
-/// Records committed so far: whole completed files plus the position in the current one.
-fn checkpointed_record_count(dir: &Path) -> u64 {
-    let text =
-        std::fs::read_to_string(dir.join(".syncmesh/quickstart/checkpoint")).unwrap_or_default();
-    let Some((_, body)) = text.split_once('\n') else {
-        return 0;
-    };
-    let Ok(cp) = serde_json::from_str::<J>(body) else {
-        return 0;
-    };
-    let src = &cp["sources"]["ledger"];
-    let completed: Vec<&str> = src["completed"]
-        .as_array()
-        .map_or(Vec::new(), |a| a.iter().filter_map(J::as_str).collect());
-    let whole: u64 = completed
-        .iter()
-        .map(|f| std::fs::metadata(dir.join("data").join(f)).map_or(0, |m| m.len()) / RECORD as u64)
-        .sum();
-    let current = src["position"]["file"].as_str().unwrap_or("");
-    if completed.contains(&current) {
-        whole
-    } else {
-        whole + src["position"]["record"].as_u64().unwrap_or(0)
-    }
-}
-
 /// Starts `syncmesh run` and SIGKILLs it once at least `records` records are checkpointed;
 /// returns the checkpointed count right after the kill.
 fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64, total: u64) -> u64 {
@@ -233,7 +186,7 @@ fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64, total: u64) -> u64
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while checkpointed_record_count(dir) < records {
+    while checkpointed_record_count(dir, "quickstart") < records {
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the run ended before it could be killed at {records}"
@@ -246,7 +199,7 @@ fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64, total: u64) -> u64
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let at_kill = checkpointed_record_count(dir);
+    let at_kill = checkpointed_record_count(dir, "quickstart");
     assert!(at_kill < total, "killed at {at_kill}, before the end");
     at_kill
 }
@@ -290,7 +243,7 @@ fn sigkill_midway_then_restart_delivers_every_record_once() {
         reread <= total - committed,
         "resumed from the checkpoint: read {reread} after {committed} were committed"
     );
-    assert_eq!(checkpointed_record_count(dir.path()), total);
+    assert_eq!(checkpointed_record_count(dir.path(), "quickstart"), total);
     // Every record in the sink exactly once (sink_rows fails on a repeated ACCOUNT-ID), with
     // the values of the last record per key.
     assert_sink_equals_source(dir.path());
@@ -440,7 +393,7 @@ fn follow_picks_up_new_files_and_sigterm_drains_cleanly() {
         .expect("spawn");
     let wait_for = |records: u64| {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while checkpointed_record_count(dir.path()) < records {
+        while checkpointed_record_count(dir.path(), "quickstart") < records {
             assert!(
                 Instant::now() < deadline,
                 "checkpoint never reached {records} records"

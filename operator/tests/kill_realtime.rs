@@ -1,0 +1,168 @@
+//! Exactly-once through Kafka under SIGKILL: `syncmesh run` sends 100,000 ledger records to
+//! the real-time path and is killed at random points (wherever the transaction it has open
+//! happens to be), then restarted from what it persisted. At the end, a read_committed reading
+//! of the topic (through the transaction markers: the test broker does not filter aborted
+//! records for librdkafka's consumers) holds every record exactly once.
+
+mod common;
+
+use common::{RECORD, bin, checkpointed_record_count, many_records, repo_root, text};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use syncmesh_tests::kafka::read_partition;
+use syncmesh_tests::{require, services, unique_name};
+
+const FILES: usize = 10;
+const PER_FILE: usize = 10_000;
+const KILLS: usize = 4;
+
+fn manifest_yaml(name: &str, brokers: &str) -> String {
+    format!(
+        r#"apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata: {{name: killrt}}
+spec:
+  sources:
+    - name: ledger
+      flatFile: {{path: data, pattern: "big-*.dat", layout: ledger.cpy, table: bank.ledger, primaryKey: [ACCOUNT-ID]}}
+  defaultRoute: [realtime]
+  realtime:
+    brokers: "{brokers}"
+    topicTemplate: "{name}.{{schema}}.{{table}}"
+    transactionalId: "{name}"
+    positionsTopic: "{name}.positions"
+    maxBatchEvents: 700
+    lingerMs: 20
+"#
+    )
+}
+
+/// A seed from the clock, printed so a failing run can be repeated (`SYNCMESH_KILL_SEED`).
+fn seed() -> u64 {
+    let seed = std::env::var("SYNCMESH_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("SYNCMESH_KILL_SEED={seed}");
+    seed
+}
+
+/// `KILLS` increasing kill thresholds, spread over the run, from an xorshift of `seed`.
+fn thresholds(mut s: u64, total: u64) -> Vec<u64> {
+    let span = total / (KILLS as u64 + 1);
+    (0..KILLS as u64)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            span * i + 1 + s % span
+        })
+        .collect()
+}
+
+/// Starts `syncmesh run`; SIGKILLs it once more than `records` records are checkpointed
+/// (which, on this path, means committed to Kafka first), mid-way through whatever it does.
+fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64) {
+    let mut child = Command::new(bin())
+        .args(["run", manifest.to_str().expect("utf-8"), "--quiet"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while checkpointed_record_count(dir, "killrt") < records {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed at {records}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {records} records within 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
+#[test]
+fn sigkill_at_random_points_leaves_every_event_once_in_kafka() -> anyhow::Result<()> {
+    let kafka = require!(services::kafka());
+    let total = (FILES * PER_FILE) as u64;
+    let name = unique_name("killrt", '-', 40);
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        repo_root().join("deploy/examples/ledger.cpy"),
+        dir.path().join("ledger.cpy"),
+    )?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    let files = many_records(FILES, PER_FILE);
+    for (file, bytes) in &files {
+        std::fs::write(dir.path().join("data").join(file), bytes)?;
+    }
+    let manifest = dir.path().join("killrt.yaml");
+    std::fs::write(&manifest, manifest_yaml(&name, &kafka.brokers))?;
+
+    for threshold in thresholds(seed(), total) {
+        run_and_kill_at(dir.path(), &manifest, threshold);
+    }
+    let out = Command::new(bin())
+        .args(["run", manifest.to_str().expect("utf-8"), "--quiet"])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(checkpointed_record_count(dir.path(), "killrt"), total);
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let log = runtime.block_on(read_partition(
+        &kafka.brokers,
+        &format!("{name}.bank.ledger"),
+        0,
+    ))?;
+    // What the kills left behind: records of transactions a restart aborted.
+    eprintln!(
+        "{} committed, {} aborted, {} in open transactions, {} markers",
+        log.committed.len(),
+        log.aborted.len(),
+        log.open.len(),
+        log.markers.len()
+    );
+    let records: Vec<_> = log
+        .committed
+        .into_iter()
+        .map(|r| (r.key, r.value, r.offset))
+        .collect();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, _, _) in &records {
+        *seen
+            .entry(String::from_utf8_lossy(key.as_deref().unwrap_or_default()).into_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "records seen twice: {twice:?}");
+    let expected: Vec<String> = files
+        .iter()
+        .flat_map(|(_, bytes)| bytes.chunks(RECORD))
+        .map(|rec| {
+            String::from_utf8_lossy(&rec[..10])
+                .trim_start_matches('0')
+                .to_string()
+        })
+        .collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|k| !seen.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "records never committed: {missing:?}");
+    assert_eq!(records.len() as u64, total, "each event exactly once");
+    Ok(())
+}
