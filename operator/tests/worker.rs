@@ -268,7 +268,28 @@ async fn stuck_drain(
         || async move { Ok((mysql_count(&scratch.pool).await? == Some(want)).then_some(())) },
     )
     .await?;
-    let before = FileCheckpointStore::new(state.join("checkpoint"), "ledger").load()?;
+    // The checkpoint is saved just after the rows are applied: wait for it to cover the file.
+    let store = FileCheckpointStore::new(state.join("checkpoint"), "ledger");
+    let before = poll_until(
+        DEADLINE,
+        "the checkpoint at the end of ledger-0002.dat",
+        || {
+            let loaded = store.load();
+            async move {
+                let checkpoint = loaded?;
+                let at_end = checkpoint
+                    .as_ref()
+                    .and_then(|c| c.sources.get("ledger"))
+                    .and_then(|p| p.position.as_ref())
+                    .is_some_and(|p| {
+                        matches!(p, Position::File { file, record, .. }
+                        if file == "ledger-0002.dat" && *record == small.last)
+                    });
+                Ok(at_end.then_some(checkpoint))
+            }
+        },
+    )
+    .await?;
 
     // Another session locks the table; the next file is read but cannot be applied.
     let mut lock = scratch.pool.acquire().await?;
