@@ -1098,14 +1098,20 @@ async fn examples(h: &Harness) -> anyhow::Result<()> {
             with_objects.push(name.clone());
         }
     }
-    // The examples without a password variable run on Kubernetes as they are; the Oracle one
-    // takes its password from a Secret by reference.
-    for expected in ["quickstart", "ledger-kafka", "bank-from-oracle"] {
+    // Every example runs on Kubernetes as written; the Oracle and TiDB ones take their
+    // passwords from Secrets by reference.
+    for expected in [
+        "quickstart",
+        "ledger-kafka",
+        "bank-from-oracle",
+        "shop-from-tidb",
+    ] {
         assert!(
             with_objects.iter().any(|n| n == expected),
             "{expected} got its objects: {with_objects:?}"
         );
     }
+    assert_eq!(with_objects.len(), names.len(), "no example is refused");
     let dep = h.api::<Deployment>().get("bank-from-oracle-worker").await?;
     let env = dep
         .spec
