@@ -1,8 +1,10 @@
 //! Exactly-once through Kafka under SIGKILL: `syncmesh run` sends 100,000 ledger records to
 //! the real-time path and is killed at random points (wherever the transaction it has open
-//! happens to be), then restarted from what it persisted. At the end, a read_committed reading
-//! of the topic (through the transaction markers: the test broker does not filter aborted
-//! records for librdkafka's consumers) holds every record exactly once.
+//! happens to be), then restarted from what it persisted. The second half of the files updates
+//! the accounts of the first half, so each key has two changes. At the end, a read_committed
+//! reading of the topic (through the transaction markers: the test broker does not filter
+//! aborted records for librdkafka's consumers) holds every record exactly once, and each key's
+//! changes in source order.
 
 mod common;
 
@@ -104,7 +106,13 @@ fn sigkill_at_random_points_leaves_every_event_once_in_kafka() -> anyhow::Result
         dir.path().join("ledger.cpy"),
     )?;
     std::fs::create_dir(dir.path().join("data"))?;
-    let files = many_records(FILES, PER_FILE);
+    // Files 5..9 repeat the accounts of files 0..4: updates, named after them so read later.
+    let mut files = many_records(FILES / 2, PER_FILE);
+    files.extend(
+        many_records(FILES / 2, PER_FILE)
+            .into_iter()
+            .map(|(name, bytes)| (name.replace("big-", "big-u"), bytes)),
+    );
     for (file, bytes) in &files {
         std::fs::write(dir.path().join("data").join(file), bytes)?;
     }
@@ -135,19 +143,31 @@ fn sigkill_at_random_points_leaves_every_event_once_in_kafka() -> anyhow::Result
         log.open.len(),
         log.markers.len()
     );
-    let records: Vec<_> = log
-        .committed
-        .into_iter()
-        .map(|r| (r.key, r.value, r.offset))
-        .collect();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for (key, _, _) in &records {
-        *seen
-            .entry(String::from_utf8_lossy(key.as_deref().unwrap_or_default()).into_owned())
-            .or_default() += 1;
+    // Per key, the (file, offset) of each change, in topic order.
+    let mut seen: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for r in &log.committed {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let position = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "syncmesh.position")
+            .and_then(|(_, v)| serde_json::from_slice::<serde_json::Value>(v.as_deref()?).ok())
+            .ok_or_else(|| anyhow::anyhow!("offset {}: no position header", r.offset))?;
+        let at = (
+            position["file"].as_str().unwrap_or_default().to_string(),
+            position["offset"].as_u64().unwrap_or_default(),
+        );
+        seen.entry(key).or_default().push(at);
     }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "records seen twice: {twice:?}");
+    let wrong: Vec<_> = seen
+        .iter()
+        .filter(|(_, changes)| changes.len() != 2 || !changes.windows(2).all(|w| w[0] < w[1]))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "keys without exactly their two changes in source order: {wrong:?}"
+    );
     let expected: Vec<String> = files
         .iter()
         .flat_map(|(_, bytes)| bytes.chunks(RECORD))
@@ -163,6 +183,6 @@ fn sigkill_at_random_points_leaves_every_event_once_in_kafka() -> anyhow::Result
         .take(5)
         .collect();
     assert!(missing.is_empty(), "records never committed: {missing:?}");
-    assert_eq!(records.len() as u64, total, "each event exactly once");
+    assert_eq!(log.committed.len() as u64, total, "each event exactly once");
     Ok(())
 }
