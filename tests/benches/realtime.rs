@@ -1,0 +1,313 @@
+//! The real-time path's throughput against librdkafka's raw produce rate on the same broker in
+//! the same run, and its end-to-end latency and memory at a steady rate. Prints figures;
+//! asserts nothing about time.
+//!
+//! ```sh
+//! source /tmp/syncmesh-services/env.sh
+//! cargo bench -p syncmesh-tests --bench realtime       # 200,000 events, 30 s at 10,000/s
+//! ```
+//!
+//! Variables: `SYNCMESH_RT_BENCH_EVENTS` (throughput phase, default 200,000),
+//! `SYNCMESH_RT_BENCH_RATE` (steady phase, events/s, default 10,000),
+//! `SYNCMESH_RT_BENCH_SECONDS` (steady phase, default 30). Without `--bench` (as `cargo test
+//! --all-targets` runs it) it does a small run of each phase, so the code stays exercised.
+//!
+//! Both phases run the production runtime: a synthetic source (ledger-shaped rows, each with
+//! its commit time) -> the decider -> the transactional Kafka path with its positions topic.
+//! The baseline produces the same record values with a plain (idempotent, non-transactional)
+//! librdkafka producer.
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use syncmesh_connectors::checkpoint::FileCheckpointStore;
+use syncmesh_connectors::deadletter::FileDeadLetters;
+use syncmesh_connectors::decider::{Decider, RuleSet};
+use syncmesh_connectors::event::{
+    ChangeEvent, Column, ColumnType, Decimal, Operation, Position, TableId, TableSchema,
+    Transaction, Value, to_debezium_json,
+};
+use syncmesh_connectors::metrics::Metrics;
+use syncmesh_connectors::paths::realtime::{RealtimeConfig, RealtimePath};
+use syncmesh_connectors::runtime::{
+    Emitter, Runtime, Source, SourceError, SourceItem, SourceProgress, StopSignal,
+};
+use syncmesh_crds::PathName;
+use syncmesh_tests::kafka::{create_topic, producer_config};
+use syncmesh_tests::{services, unique_name};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn schema() -> Arc<TableSchema> {
+    let col = |name: &str, column_type| Column {
+        name: name.into(),
+        column_type,
+        nullable: false,
+    };
+    Arc::new(TableSchema {
+        table: TableId::new("bank", "ledger"),
+        version: 1,
+        columns: vec![
+            col("id", ColumnType::Int),
+            col(
+                "branch",
+                ColumnType::String {
+                    max_length: Some(4),
+                },
+            ),
+            col(
+                "name",
+                ColumnType::String {
+                    max_length: Some(30),
+                },
+            ),
+            col(
+                "balance",
+                ColumnType::Decimal {
+                    precision: 13,
+                    scale: 2,
+                },
+            ),
+            col("opened", ColumnType::Timestamp),
+        ],
+        primary_key: vec![0],
+    })
+}
+
+fn event(schema: &Arc<TableSchema>, n: u64) -> ChangeEvent {
+    let now = chrono::Utc::now();
+    ChangeEvent {
+        source: "bench".into(),
+        position: Position::tidb(n + 1, 0),
+        transaction: Some(Transaction {
+            id: n.to_string(),
+            commit_time: Some(now),
+        }),
+        schema: schema.clone(),
+        op: Operation::Insert,
+        before: None,
+        after: Some(vec![
+            Value::Int(n as i64),
+            Value::String(format!("B{:03}", n % 1000)),
+            Value::String(format!("customer number {n}")),
+            Value::Decimal(Decimal::new(i128::from(n) * 37, 2)),
+            Value::Timestamp(now.naive_utc()),
+        ]),
+        ddl: None,
+    }
+}
+
+/// `count` events, as fast as the pipeline takes them, or `rate` per second in 10 ms steps.
+struct Synthetic {
+    count: u64,
+    rate: Option<u64>,
+}
+
+#[async_trait::async_trait]
+impl Source for Synthetic {
+    fn name(&self) -> &str {
+        "bench"
+    }
+
+    async fn run(
+        self: Box<Self>,
+        _resume: SourceProgress,
+        mut out: Emitter,
+        _stop: StopSignal,
+    ) -> Result<(), SourceError> {
+        let schema = schema();
+        let closed = |e: syncmesh_connectors::runtime::Closed| -> SourceError { Box::new(e) };
+        match self.rate {
+            None => {
+                for n in 0..self.count {
+                    out.push(SourceItem::Event(event(&schema, n)))
+                        .await
+                        .map_err(closed)?;
+                }
+            }
+            Some(rate) => {
+                let per_tick = (rate / 100).max(1);
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut n = 0;
+                while n < self.count {
+                    tick.tick().await;
+                    for _ in 0..per_tick.min(self.count - n) {
+                        out.push(SourceItem::Event(event(&schema, n)))
+                            .await
+                            .map_err(closed)?;
+                        n += 1;
+                    }
+                    out.flush().await.map_err(closed)?;
+                }
+            }
+        }
+        out.flush().await.map_err(closed)
+    }
+}
+
+/// Runs the production runtime over the synthetic source into Kafka; returns the elapsed time
+/// and the metrics.
+async fn run_path(
+    brokers: &str,
+    count: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<(Duration, Arc<Metrics>)> {
+    let name = unique_name("rtbench", '-', 40);
+    let dir = tempfile::tempdir()?;
+    let metrics = Arc::new(Metrics::new());
+    let mut config = RealtimeConfig::new(brokers);
+    config.linger = Duration::from_millis(10);
+    let path = RealtimePath::new(name.clone(), config, &metrics)?;
+    let decisions = metrics.decisions.clone();
+    let rules = RuleSet::compile(&[], &[PathName::Realtime], |route| {
+        decisions.with_label_values(&[&name, route])
+    })?;
+    let runtime = Runtime {
+        pipeline: name.clone(),
+        sources: vec![Box::new(Synthetic { count, rate })],
+        decider: Arc::new(Decider::new(rules)),
+        paths: vec![Some(Box::new(path)), None],
+        checkpoint: Box::new(FileCheckpointStore::new(
+            dir.path().join("checkpoint"),
+            name.clone(),
+        )),
+        dead_letters: Box::new(FileDeadLetters::new(dir.path().join("dead.jsonl"))),
+        metrics: metrics.clone(),
+        counters: Arc::default(),
+        channel_capacity: 16,
+        checkpoint_interval: Duration::from_millis(500),
+    };
+    let (stop_tx, stop) = StopSignal::new();
+    let started = Instant::now();
+    let summary = runtime.run(stop_tx, stop).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        summary.acknowledged.get("realtime") == Some(&count),
+        "acknowledged {:?} of {count}",
+        summary.acknowledged
+    );
+    Ok((elapsed, metrics))
+}
+
+/// librdkafka alone: the same values, produced and acknowledged (acks=all, idempotent).
+async fn run_raw(brokers: &str, count: u64) -> anyhow::Result<Duration> {
+    let topic = unique_name("rtbench-raw", '-', 40);
+    create_topic(brokers, &topic, 1).await?;
+    let producer: FutureProducer = producer_config(brokers, None)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .create()?;
+    let schema = schema();
+    let started = Instant::now();
+    let mut inflight = std::collections::VecDeque::new();
+    for n in 0..count {
+        let e = event(&schema, n);
+        let value = serde_json::to_vec(&to_debezium_json(&e, 0))?;
+        let key = e.key_text();
+        let record = FutureRecord::to(&topic).key(&key).payload(&value);
+        let future = producer
+            .send_result(record)
+            .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        inflight.push_back(future);
+        // Bound the queue as the path does: wait for the oldest once many are in flight.
+        if inflight.len() >= 50_000
+            && let Some(oldest) = inflight.pop_front()
+        {
+            oldest
+                .await?
+                .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+        }
+    }
+    for f in inflight {
+        f.await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Prometheus-style quantile from the cumulative buckets of a histogram (linear within a bucket).
+fn quantile(metrics: &Metrics, q: f64) -> Option<f64> {
+    let family = metrics
+        .registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "syncmesh_end_to_end_latency_seconds")?;
+    let h = family.get_metric().first()?.get_histogram().clone();
+    let total = h.get_sample_count() as f64;
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for b in h.get_bucket() {
+        let (le, count) = (b.upper_bound(), b.cumulative_count() as f64);
+        if count >= rank {
+            let within = if count > prev.1 {
+                (rank - prev.1) / (count - prev.1)
+            } else {
+                0.0
+            };
+            return Some(prev.0 + (le - prev.0) * within);
+        }
+        prev = (le, count);
+    }
+    None
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let Some(kafka) = services::kafka() else {
+        println!("realtime bench: SKIPPED (no SYNCMESH_KAFKA_BROKERS)");
+        return Ok(());
+    };
+    let full = std::env::args().any(|a| a == "--bench");
+    let (events, rate, seconds) = if full {
+        (
+            env_u64("SYNCMESH_RT_BENCH_EVENTS", 200_000),
+            env_u64("SYNCMESH_RT_BENCH_RATE", 10_000),
+            env_u64("SYNCMESH_RT_BENCH_SECONDS", 30),
+        )
+    } else {
+        (5_000, 2_000, 1)
+    };
+
+    // Warm-up of both, then each measured once, baseline first.
+    run_raw(&kafka.brokers, events / 10).await?;
+    run_path(&kafka.brokers, events / 10, None).await?;
+    let raw = run_raw(&kafka.brokers, events).await?;
+    let (path, _) = run_path(&kafka.brokers, events, None).await?;
+    let raw_rate = events as f64 / raw.as_secs_f64();
+    let path_rate = events as f64 / path.as_secs_f64();
+    println!(
+        "throughput, {events} events: librdkafka raw {raw_rate:.0}/s, decider + Kafka path (transactions, positions) {path_rate:.0}/s, ratio {:.2}",
+        path_rate / raw_rate
+    );
+
+    let steady = rate * seconds;
+    let rss_before = rss_kib();
+    let (elapsed, metrics) = run_path(&kafka.brokers, steady, Some(rate)).await?;
+    let rss_after = rss_kib();
+    println!(
+        "steady {rate}/s for {:.1} s ({steady} events): end-to-end p50 {:.1} ms, p99 {:.1} ms (from histogram buckets); RSS {} -> {} MiB",
+        elapsed.as_secs_f64(),
+        quantile(&metrics, 0.5).unwrap_or(f64::NAN) * 1e3,
+        quantile(&metrics, 0.99).unwrap_or(f64::NAN) * 1e3,
+        rss_before / 1024,
+        rss_after / 1024,
+    );
+    Ok(())
+}
