@@ -1028,7 +1028,10 @@ pub struct WorkerSpec {
     /// directory (checkpoints, positions), so they survive the pod moving to another node.
     /// Default: an emptyDir, kept across container restarts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
     pub state_volume_claim: Option<String>,
 }
 
