@@ -65,6 +65,34 @@ pub struct RunSummary {
     pub progress: BTreeMap<String, SourceProgress>,
 }
 
+/// The metrics an ack moves, resolved once per run: per path the events acknowledged and
+/// their end-to-end latency, per source the lag.
+struct AckMetrics {
+    events: Vec<prometheus::IntCounter>,
+    latency: Vec<prometheus::Histogram>,
+    lag: Vec<prometheus::Gauge>,
+}
+
+impl AckMetrics {
+    /// Applies `ack` to the tracker, observing each newly acknowledged event's end-to-end
+    /// latency and the lag of every source whose committed position moved.
+    fn apply(&self, tracker: &mut Tracker, ack: &Ack, counters: &RunCounters) {
+        let now = chrono::Utc::now();
+        let seconds = |t: chrono::DateTime<chrono::Utc>| {
+            (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6
+        };
+        for t in tracker.newly_acked(ack.path, ack.seq) {
+            self.latency[ack.path].observe(seconds(t));
+        }
+        tracker.ack(ack.path, ack.seq);
+        for (source, t) in tracker.take_committed_times() {
+            self.lag[source].set(seconds(t));
+        }
+        self.events[ack.path].inc_by(ack.events);
+        counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
+    }
+}
+
 /// A pipeline ready to run.
 pub struct Runtime {
     pub pipeline: String,
@@ -162,14 +190,32 @@ impl Runtime {
             .iter()
             .map(|n| self.metrics.dead_letters.with_label_values(&[&pipeline, n]))
             .collect();
-        let path_counters: Vec<_> = PATHS
-            .iter()
-            .map(|p| {
-                self.metrics
-                    .path_events
-                    .with_label_values(&[&pipeline, p.as_str()])
-            })
-            .collect();
+        let acks = AckMetrics {
+            events: PATHS
+                .iter()
+                .map(|p| {
+                    self.metrics
+                        .path_events
+                        .with_label_values(&[&pipeline, p.as_str()])
+                })
+                .collect(),
+            latency: PATHS
+                .iter()
+                .map(|p| {
+                    self.metrics
+                        .end_to_end_seconds
+                        .with_label_values(&[&pipeline, p.as_str()])
+                })
+                .collect(),
+            lag: names
+                .iter()
+                .map(|n| {
+                    self.metrics
+                        .source_lag_seconds
+                        .with_label_values(&[&pipeline, n])
+                })
+                .collect(),
+        };
         let in_flight = self.metrics.in_flight.with_label_values(&[&pipeline]);
 
         let mut failure: Option<RuntimeError> = None;
@@ -192,9 +238,7 @@ impl Runtime {
                     in_flight.set(tracker.in_flight() as i64);
                 }
                 Some(ack) = ack_rx.recv() => {
-                    self.time_ack(&mut tracker, &ack, &names);
-                    path_counters[ack.path].inc_by(ack.events);
-                    self.counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
+                    acks.apply(&mut tracker, &ack, &self.counters);
                     in_flight.set(tracker.in_flight() as i64);
                 }
                 Some(done) = tasks.join_next() => {
@@ -224,9 +268,7 @@ impl Runtime {
         }
         // All tasks have ended and every ack has been received.
         while let Ok(ack) = ack_rx.try_recv() {
-            self.time_ack(&mut tracker, &ack, &names);
-            path_counters[ack.path].inc_by(ack.events);
-            self.counters.acknowledged[ack.path].fetch_add(ack.events, Ordering::Relaxed);
+            acks.apply(&mut tracker, &ack, &self.counters);
         }
         in_flight.set(tracker.in_flight() as i64);
         self.persist(&mut tracker, &names)?;
@@ -316,29 +358,6 @@ impl Runtime {
             }
         }
         Ok(())
-    }
-
-    /// Applies an ack, observing each newly acknowledged event's end-to-end latency and the
-    /// lag of every source whose committed position moved.
-    fn time_ack(&self, tracker: &mut Tracker, ack: &Ack, names: &[String]) {
-        let now = chrono::Utc::now();
-        let seconds = |t: chrono::DateTime<chrono::Utc>| {
-            (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6
-        };
-        let latency = self
-            .metrics
-            .end_to_end_seconds
-            .with_label_values(&[&self.pipeline, PATHS[ack.path].as_str()]);
-        for t in tracker.newly_acked(ack.path, ack.seq) {
-            latency.observe(seconds(t));
-        }
-        tracker.ack(ack.path, ack.seq);
-        for (source, t) in tracker.take_committed_times() {
-            self.metrics
-                .source_lag_seconds
-                .with_label_values(&[&self.pipeline, &names[source]])
-                .set(seconds(t));
-        }
     }
 
     fn persist(&mut self, tracker: &mut Tracker, names: &[String]) -> Result<(), RuntimeError> {

@@ -69,11 +69,12 @@ impl ClaimCheck {
         id.push(0);
         id.extend_from_slice(key);
         let name = format!("{:032x}.json", xxhash_rust::xxh3::xxh3_128(&id));
-        let mut path = self.store.prefix.clone();
-        for part in ["_claim-checks", topic, name.as_str()] {
-            path = path.clone().join(part);
-        }
-        path
+        self.store
+            .prefix
+            .clone()
+            .join("_claim-checks")
+            .join(topic)
+            .join(name)
     }
 
     /// Stores `value` and returns the claim that replaces it.
