@@ -8,11 +8,13 @@
 
 mod common;
 
-use common::{RECORD, bin, checkpointed_record_count, many_records, repo_root, text};
+use common::{
+    RECORD, bin, checkpointed_record_count, ledger_fixture, many_records, run_and_kill_at, text,
+};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 use syncmesh_tests::kafka::read_partition;
 use syncmesh_tests::{require, services, unique_name};
 
@@ -69,43 +71,12 @@ fn thresholds(mut s: u64, total: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Starts `syncmesh run`; SIGKILLs it once more than `records` records are checkpointed
-/// (which, on this path, means committed to Kafka first), mid-way through whatever it does.
-fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64) {
-    let mut child = Command::new(bin())
-        .args(["run", manifest.to_str().expect("utf-8"), "--quiet"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while checkpointed_record_count(dir, "killrt") < records {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before it could be killed at {records}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no progress to {records} records within 180 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-}
-
 #[test]
 fn sigkill_at_random_points_leaves_every_event_once_in_kafka() -> anyhow::Result<()> {
     let kafka = require!(services::kafka());
     let total = (FILES * PER_FILE) as u64;
     let name = unique_name("killrt", '-', 40);
-    let dir = tempfile::tempdir()?;
-    std::fs::copy(
-        repo_root().join("deploy/examples/ledger.cpy"),
-        dir.path().join("ledger.cpy"),
-    )?;
-    std::fs::create_dir(dir.path().join("data"))?;
+    let dir = ledger_fixture(&[])?;
     // Files 5..9 repeat the accounts of files 0..4: updates, named after them so read later.
     let mut files = many_records(FILES / 2, PER_FILE);
     files.extend(
@@ -120,7 +91,7 @@ fn sigkill_at_random_points_leaves_every_event_once_in_kafka() -> anyhow::Result
     std::fs::write(&manifest, manifest_yaml(&name, &kafka.brokers))?;
 
     for threshold in thresholds(seed(), total) {
-        run_and_kill_at(dir.path(), &manifest, threshold);
+        run_and_kill_at(dir.path(), &manifest, "killrt", threshold);
     }
     let out = Command::new(bin())
         .args(["run", manifest.to_str().expect("utf-8"), "--quiet"])

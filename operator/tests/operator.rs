@@ -884,33 +884,6 @@ async fn leadership(h: &mut Harness) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The flat-file quickstart (deploy/examples data) into SQLite, run by a real worker process.
-const LEDGER: &str = r#"
-apiVersion: syncmesh.io/v1alpha1
-kind: SyncPipeline
-metadata:
-  name: ledger
-spec:
-  sources:
-    - name: ledger
-      flatFile:
-        path: data
-        pattern: "ledger-*.dat"
-        layout: ledger.cpy
-        encoding: ascii
-        signConvention: ibm
-        recordFormat: fixed
-        table: bank.ledger
-        primaryKey: [ACCOUNT-ID]
-  defaultRoute: [batch]
-  batch:
-    url: out/snapshots
-    maxEvents: 4000
-    maxAgeSeconds: 1
-  sink:
-    url: sqlite://out/sink.db
-"#;
-
 #[tokio::test]
 async fn a_running_worker_makes_the_pipeline_ready_and_its_death_does_not_go_unnoticed()
 -> anyhow::Result<()> {
@@ -925,16 +898,10 @@ async fn a_running_worker_makes_the_pipeline_ready_and_its_death_does_not_go_unn
 }
 
 async fn with_worker(h: &Harness) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let examples = common::repo_root().join("deploy/examples");
-    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    std::fs::copy(
-        examples.join("data/ledger-0001.dat"),
-        dir.path().join("data/ledger-0001.dat"),
-    )?;
+    // The flat-file quickstart data into SQLite, run by a real worker process.
+    let dir = common::ledger_fixture(&["ledger-0001.dat"])?;
     let name = "ledger";
-    let pipeline = syncmesh_crds::parse_manifest(LEDGER)?;
+    let pipeline = syncmesh_crds::parse_manifest(&common::ledger_manifest("sqlite://out/sink.db"))?;
     h.pipelines()
         .create(&PostParams::default(), &pipeline)
         .await?;

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{RECORD, bin, checkpointed_record_count, many_records, repo_root, syncmesh, text};
+use common::{
+    RECORD, bin, checkpointed_record_count, many_records, repo_root, run_and_kill_at, syncmesh,
+    text,
+};
 use serde_json::Value as J;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -175,35 +178,6 @@ fn quickstart_runs_end_to_end_and_a_rerun_adds_nothing() {
     assert_eq!(lineage(dir.path()).len(), 4);
 }
 
-/// Starts `syncmesh run` and SIGKILLs it once at least `records` records are checkpointed;
-/// returns the checkpointed count right after the kill.
-fn run_and_kill_at(dir: &Path, manifest: &Path, records: u64, total: u64) -> u64 {
-    let mut child = Command::new(bin())
-        .args(["run", manifest.to_str().expect("utf-8")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while checkpointed_record_count(dir, "quickstart") < records {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before it could be killed at {records}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint progress to {records} within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    let at_kill = checkpointed_record_count(dir, "quickstart");
-    assert!(at_kill < total, "killed at {at_kill}, before the end");
-    at_kill
-}
-
 #[test]
 fn sigkill_midway_then_restart_delivers_every_record_once() {
     const FILES: usize = 6;
@@ -228,7 +202,8 @@ fn sigkill_midway_then_restart_delivers_every_record_once() {
     // from the checkpoint the previous run left, never from the start.
     let mut committed = 0;
     for threshold in [6_000, 25_000, 45_000] {
-        let at_kill = run_and_kill_at(dir.path(), &manifest, threshold, total);
+        let at_kill = run_and_kill_at(dir.path(), &manifest, "quickstart", threshold);
+        assert!(at_kill < total, "killed at {at_kill}, before the end");
         assert!(
             at_kill >= committed,
             "the checkpoint went back from {committed} to {at_kill}"

@@ -8,7 +8,7 @@
 mod common;
 
 use anyhow::{Context, anyhow, bail};
-use common::{bin, repo_root};
+use common::{bin, ledger_fixture, ledger_manifest, repo_root};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
@@ -40,32 +40,6 @@ async fn worker_runs_its_pipeline_writes_status_and_drains() -> anyhow::Result<(
     cleanup
 }
 
-const MANIFEST: &str = r#"
-apiVersion: syncmesh.io/v1alpha1
-kind: SyncPipeline
-metadata:
-  name: ledger
-spec:
-  sources:
-    - name: ledger
-      flatFile:
-        path: data
-        pattern: "ledger-*.dat"
-        layout: ledger.cpy
-        encoding: ascii
-        signConvention: ibm
-        recordFormat: fixed
-        table: bank.ledger
-        primaryKey: [ACCOUNT-ID]
-  defaultRoute: [batch]
-  batch:
-    url: out/snapshots
-    maxEvents: 4000
-    maxAgeSeconds: 1
-  sink:
-    url: SINK
-"#;
-
 /// Compared with the sink itself: a check over applied rows must pass.
 const CHECK: &str = r#"  check:
     sourceUrl: sqlite://out/sink.db
@@ -74,19 +48,13 @@ const CHECK: &str = r#"  check:
 "#;
 
 async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = ledger_fixture(&["ledger-0001.dat"])?;
     let examples = repo_root().join("deploy/examples");
-    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    std::fs::copy(
-        examples.join("data/ledger-0001.dat"),
-        dir.path().join("data/ledger-0001.dat"),
-    )?;
     let state = dir.path().join("state");
     let first = decodable(&examples.join("data/ledger-0001.dat"))?;
     let second = decodable(&examples.join("data/ledger-0002.dat"))?;
 
-    let pipeline = parse_manifest(&(MANIFEST.replace("SINK", "sqlite://out/sink.db") + CHECK))?;
+    let pipeline = parse_manifest(&(ledger_manifest("sqlite://out/sink.db") + CHECK))?;
     api.create(&PostParams::default(), &pipeline)
         .await
         .context("creating the SyncPipeline")?;
@@ -244,18 +212,12 @@ async fn stuck_drain(
     ns: &str,
     scratch: &syncmesh_tests::sql::MysqlScratch,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = ledger_fixture(&["ledger-0002.dat"])?;
     let examples = repo_root().join("deploy/examples");
-    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    std::fs::copy(
-        examples.join("data/ledger-0002.dat"),
-        dir.path().join("data/ledger-0002.dat"),
-    )?;
     let state = dir.path().join("state");
     let small = decodable(&examples.join("data/ledger-0002.dat"))?;
     let big = decodable(&examples.join("data/ledger-0001.dat"))?;
-    let manifest = MANIFEST.replace("SINK", &scratch.url);
+    let manifest = ledger_manifest(&scratch.url);
     api.create(&PostParams::default(), &parse_manifest(&manifest)?)
         .await
         .context("creating the SyncPipeline")?;
@@ -381,20 +343,14 @@ async fn realtime(
     api: Api<SyncPipeline>,
     ns: &str,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = ledger_fixture(&["ledger-0001.dat"])?;
     let examples = repo_root().join("deploy/examples");
-    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    std::fs::copy(
-        examples.join("data/ledger-0001.dat"),
-        dir.path().join("data/ledger-0001.dat"),
-    )?;
     let state = dir.path().join("state");
     let file = decodable(&examples.join("data/ledger-0001.dat"))?;
     // Topics of this test's own: the broker keeps them between runs.
     let prefix = syncmesh_tests::unique_name("worker", '-', 40);
     let topic = format!("{prefix}.bank.ledger");
-    let spec = MANIFEST
+    let spec = ledger_manifest("SINK")
         .split("  defaultRoute:")
         .next()
         .unwrap_or_default()
@@ -486,17 +442,10 @@ async fn sigterm_commits_the_open_snapshot() -> anyhow::Result<()> {
 }
 
 async fn open_snapshot(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = ledger_fixture(&["ledger-0002.dat"])?;
     let examples = repo_root().join("deploy/examples");
-    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    std::fs::copy(
-        examples.join("data/ledger-0002.dat"),
-        dir.path().join("data/ledger-0002.dat"),
-    )?;
     let file = decodable(&examples.join("data/ledger-0002.dat"))?;
-    let spec = MANIFEST
-        .replace("SINK", "sqlite://out/sink.db")
+    let spec = ledger_manifest("sqlite://out/sink.db")
         .replace("maxEvents: 4000", "maxEvents: 100000")
         .replace("maxAgeSeconds: 1", "maxAgeSeconds: 3600");
     api.create(&PostParams::default(), &parse_manifest(&spec)?)
@@ -562,16 +511,10 @@ async fn failed_checks_and_the_open_breaker_reach_the_status() -> anyhow::Result
 }
 
 async fn failing_checks(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = ledger_fixture(&["ledger-0002.dat"])?;
     let examples = repo_root().join("deploy/examples");
-    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
-    std::fs::copy(
-        examples.join("data/ledger-0002.dat"),
-        dir.path().join("data/ledger-0002.dat"),
-    )?;
     let file = decodable(&examples.join("data/ledger-0002.dat"))?;
-    let spec = MANIFEST.replace("SINK", "sqlite://out/sink.db")
+    let spec = ledger_manifest("sqlite://out/sink.db")
         + &CHECK.replace("sqlite://out/sink.db", "sqlite://out/source.db");
     api.create(&PostParams::default(), &parse_manifest(&spec)?)
         .await
@@ -697,7 +640,7 @@ async fn bad_input(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Res
     );
 
     // Accepted by the API server's schema, refused by the semantic validation.
-    let mut twice = parse_manifest(&MANIFEST.replace("SINK", "sqlite://out/sink.db"))?;
+    let mut twice = parse_manifest(&ledger_manifest("sqlite://out/sink.db"))?;
     let again = twice.spec.sources[0].clone();
     twice.spec.sources.push(again);
     api.create(&PostParams::default(), &twice)

@@ -171,29 +171,40 @@ async fn a_replay_behind_the_kafka_positions_produces_nothing_twice() -> anyhow:
     Ok(())
 }
 
-/// `format: canal-json` writes Canal's JSON as TiCDC does: every value a string typed by
-/// `mysqlType`, the primary key in `pkNames`, columns in the layout's order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canal_json_records_carry_typed_string_values() -> anyhow::Result<()> {
-    let kafka = require!(services::kafka());
-    let name = unique_name("rt-canal", '-', 40);
-    let dir = tempfile::tempdir()?;
-    copy_quickstart(dir.path(), &["ledger-0001.dat"])?;
+/// Runs the quickstart's first file (10,000 records) to the real-time path only, with `setting`
+/// added to `spec.realtime`, and returns the table topic's committed records, checking that
+/// every event was acknowledged and is in the topic exactly once.
+async fn first_file_to_kafka(
+    dir: &Path,
+    brokers: &str,
+    setting: &str,
+) -> anyhow::Result<Vec<syncmesh_tests::CommittedRecord>> {
+    let name = unique_name("rt-one", '-', 40);
+    copy_quickstart(dir, &["ledger-0001.dat"])?;
     let manifest = manifest(
         &name,
         &format!(
-            "  defaultRoute: [realtime]\n  realtime: {{brokers: \"{}\", format: canal-json}}\n",
-            kafka.brokers
+            "  defaultRoute: [realtime]\n  realtime:\n    brokers: \"{brokers}\"\n    {setting}\n"
         ),
     );
-    let summary = run(dir.path(), &manifest).await?;
+    let summary = run(dir, &manifest).await?;
     assert_eq!(summary.acknowledged.get("realtime"), Some(&10_000));
-    let records = committed_records(&kafka.brokers, &format!("{name}.bank.ledger"), 0).await?;
+    let records = committed_records(brokers, &format!("{name}.bank.ledger"), 0).await?;
     assert_eq!(
         records.len(),
         10_000,
         "each event exactly once in the topic"
     );
+    Ok(records)
+}
+
+/// `format: canal-json` writes Canal's JSON as TiCDC does: every value a string typed by
+/// `mysqlType`, the primary key in `pkNames`, columns in the layout's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canal_json_records_carry_typed_string_values() -> anyhow::Result<()> {
+    let kafka = require!(services::kafka());
+    let dir = tempfile::tempdir()?;
+    let records = first_file_to_kafka(dir.path(), &kafka.brokers, "format: canal-json").await?;
     let mut decimals = 0usize;
     for (key, value, offset) in &records {
         let key = String::from_utf8(key.clone().unwrap_or_default())?;
@@ -246,24 +257,13 @@ async fn canal_json_records_carry_typed_string_values() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_records_are_claim_checked_into_object_storage() -> anyhow::Result<()> {
     let kafka = require!(services::kafka());
-    let name = unique_name("rt-claim", '-', 40);
     let dir = tempfile::tempdir()?;
-    copy_quickstart(dir.path(), &["ledger-0001.dat"])?;
-    let manifest = manifest(
-        &name,
-        &format!(
-            "  defaultRoute: [realtime]\n  realtime:\n    brokers: \"{}\"\n    claimCheck: {{maxRecordBytes: 300, url: claims}}\n",
-            kafka.brokers
-        ),
-    );
-    let summary = run(dir.path(), &manifest).await?;
-    assert_eq!(summary.acknowledged.get("realtime"), Some(&10_000));
-    let records = committed_records(&kafka.brokers, &format!("{name}.bank.ledger"), 0).await?;
-    assert_eq!(
-        records.len(),
-        10_000,
-        "each event exactly once in the topic"
-    );
+    let records = first_file_to_kafka(
+        dir.path(),
+        &kafka.brokers,
+        "claimCheck: {maxRecordBytes: 300, url: claims}",
+    )
+    .await?;
     let mut objects = BTreeSet::new();
     for (key, value, offset) in &records {
         let key = String::from_utf8(key.clone().unwrap_or_default())?;

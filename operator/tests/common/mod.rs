@@ -4,13 +4,63 @@
 
 use serde_json::Value as J;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Bytes per record of the quickstart ledger layout.
 pub const RECORD: usize = 100;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_syncmesh"))
+}
+
+/// The quickstart ledger as a pipeline: its flat files into snapshots and the sink `SINK`
+/// (see [`ledger_manifest`]).
+const LEDGER_MANIFEST: &str = r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata:
+  name: ledger
+spec:
+  sources:
+    - name: ledger
+      flatFile:
+        path: data
+        pattern: "ledger-*.dat"
+        layout: ledger.cpy
+        encoding: ascii
+        signConvention: ibm
+        recordFormat: fixed
+        table: bank.ledger
+        primaryKey: [ACCOUNT-ID]
+  defaultRoute: [batch]
+  batch:
+    url: out/snapshots
+    maxEvents: 4000
+    maxAgeSeconds: 1
+  sink:
+    url: SINK
+"#;
+
+/// The ledger pipeline `ledger` writing to `sink`.
+pub fn ledger_manifest(sink: &str) -> String {
+    LEDGER_MANIFEST.replace("SINK", sink)
+}
+
+/// A temporary directory with the quickstart copybook and the given example data files
+/// (`deploy/examples/data/<file>`) under `data/`, as a ledger manifest expects them.
+pub fn ledger_fixture(files: &[&str]) -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let examples = repo_root().join("deploy/examples");
+    std::fs::copy(examples.join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
+    std::fs::create_dir(dir.path().join("data"))?;
+    for file in files {
+        std::fs::copy(
+            examples.join("data").join(file),
+            dir.path().join("data").join(file),
+        )?;
+    }
+    Ok(dir)
 }
 
 pub fn repo_root() -> PathBuf {
@@ -75,4 +125,31 @@ pub fn checkpointed_record_count(dir: &Path, pipeline: &str) -> u64 {
     } else {
         whole + src["position"]["record"].as_u64().unwrap_or(0)
     }
+}
+
+/// Starts `syncmesh run MANIFEST` and SIGKILLs it once at least `records` records of pipeline
+/// `pipeline` are checkpointed, wherever it is; returns the checkpointed count after the kill.
+pub fn run_and_kill_at(dir: &Path, manifest: &Path, pipeline: &str, records: u64) -> u64 {
+    let mut child = Command::new(bin())
+        .args(["run", manifest.to_str().expect("utf-8"), "--quiet"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpointed_record_count(dir, pipeline) < records {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed at {records}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint progress to {records} within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    checkpointed_record_count(dir, pipeline)
 }
