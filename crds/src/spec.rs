@@ -600,18 +600,22 @@ impl Default for FullSnapshotSpec {
     }
 }
 
+/// A schedule of five cron fields, minute first (no seconds field); the error quotes it.
+fn parse_cron(text: &str) -> Result<croner::Cron, String> {
+    if text.split_whitespace().count() != 5 {
+        return Err(format!(
+            "`{text}` is not a cron expression of five fields (minute hour day-of-month month day-of-week)"
+        ));
+    }
+    croner::parser::CronParser::new()
+        .parse(text)
+        .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
+}
+
 impl FullSnapshotSpec {
     /// The parsed schedule: five fields, minute first (no seconds field).
     pub fn cron(&self) -> Result<croner::Cron, String> {
-        let text = &self.schedule;
-        if text.split_whitespace().count() != 5 {
-            return Err(format!(
-                "`{text}` is not a cron expression of five fields (minute hour day-of-month month day-of-week)"
-            ));
-        }
-        croner::parser::CronParser::new()
-            .parse(text)
-            .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
+        parse_cron(&self.schedule)
     }
 }
 
@@ -979,15 +983,7 @@ pub struct CheckSpec {
 impl CheckSpec {
     /// The parsed schedule: five fields, minute first (no seconds field).
     pub fn cron(&self) -> Result<croner::Cron, String> {
-        let text = &self.schedule;
-        if text.split_whitespace().count() != 5 {
-            return Err(format!(
-                "`{text}` is not a cron expression of five fields (minute hour day-of-month month day-of-week)"
-            ));
-        }
-        croner::parser::CronParser::new()
-            .parse(text)
-            .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
+        parse_cron(&self.schedule)
     }
 }
 
