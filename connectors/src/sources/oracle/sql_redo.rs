@@ -47,18 +47,25 @@ pub enum Literal<'a> {
     EmptyBlob,
 }
 
-/// The inside of a quoted SQL string literal, `''` escapes undecoded.
+/// The inside of a quoted SQL string literal, `''` escapes undecoded. Inside the quotes a
+/// `'` only occurs doubled, so any `'` means the text needs unescaping; not storing a flag
+/// keeps a literal at 40 bytes and a 16-column row in one small allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawStr<'a> {
     pub raw: &'a str,
-    /// Whether `raw` holds at least one `''`.
-    pub escaped: bool,
 }
 
 impl<'a> RawStr<'a> {
+    /// Whether `raw` holds at least one `''`.
+    #[inline]
+    pub fn escaped(&self) -> bool {
+        find_byte(self.raw.as_bytes(), 0, b'\'').is_some()
+    }
+
     /// The string's value: borrowed unless it held escaped quotes.
+    #[inline]
     pub fn text(&self) -> Cow<'a, str> {
-        if self.escaped {
+        if self.escaped() {
             Cow::Owned(self.raw.replace("''", "'"))
         } else {
             Cow::Borrowed(self.raw)
@@ -110,6 +117,42 @@ pub struct RedoError {
 
 type Result<T> = std::result::Result<T, RedoError>;
 
+/// A parse failure inside the cursor: where and what was expected. The excerpt for the user
+/// is cut only once, when the failure leaves `parse_redo`, so the hot paths carry 24 bytes.
+#[derive(Debug)]
+struct Fail {
+    offset: usize,
+    expected: &'static str,
+}
+
+type Step<T> = std::result::Result<T, Fail>;
+
+/// The first `needle` at or after `from`. Names and most literals are short, so this reads
+/// eight bytes at a time inline and hands long stretches to memchr.
+#[inline]
+fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(needle);
+    let mut i = from;
+    let stop = (from + 64).min(b.len());
+    while i + 8 <= stop {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&b[i..i + 8]);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // The lowest set bit marks the first zero byte (borrows only run upwards).
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if stop < b.len() {
+        return memchr::memchr(needle, &b[i..]).map(|n| i + n);
+    }
+    b[i..].iter().position(|c| *c == needle).map(|n| i + n)
+}
+
 struct Cursor<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -117,20 +160,11 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn fail<T>(&self, expected: &'static str) -> Result<T> {
-        let found = if self.pos >= self.b.len() {
-            "end of statement".to_string()
-        } else {
-            let mut end = (self.pos + 24).min(self.b.len());
-            while !self.s.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("`{}`", &self.s[self.pos..end])
-        };
-        Err(RedoError {
+    #[cold]
+    fn fail<T>(&self, expected: &'static str) -> Step<T> {
+        Err(Fail {
             offset: self.pos,
             expected,
-            found,
         })
     }
 
@@ -166,7 +200,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn expect_keyword(&mut self, word: &str, expected: &'static str) -> Result<()> {
+    #[inline]
+    fn expect_keyword(&mut self, word: &str, expected: &'static str) -> Step<()> {
         self.ws();
         if self.keyword(word) {
             Ok(())
@@ -185,7 +220,11 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn expect_byte(&mut self, c: u8, expected: &'static str) -> Result<()> {
+    #[inline]
+    fn expect_byte(&mut self, c: u8, expected: &'static str) -> Step<()> {
+        if self.byte(c) {
+            return Ok(());
+        }
         self.ws();
         if self.byte(c) {
             Ok(())
@@ -195,14 +234,15 @@ impl<'a> Cursor<'a> {
     }
 
     /// `"NAME"` or an unquoted name; returns the name without quotes.
-    fn name(&mut self) -> Result<&'a str> {
+    #[inline]
+    fn name(&mut self) -> Step<&'a str> {
         self.ws();
         if self.byte(b'"') {
             let start = self.pos;
-            match memchr::memchr(b'"', &self.b[start..]) {
-                Some(n) => {
-                    self.pos = start + n + 1;
-                    Ok(&self.s[start..start + n])
+            match find_byte(self.b, start, b'"') {
+                Some(end) => {
+                    self.pos = end + 1;
+                    Ok(&self.s[start..end])
                 }
                 None => self.fail("a closing `\"` of the name"),
             }
@@ -220,7 +260,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `"SCHEMA"."TABLE"`.
-    fn table(&mut self) -> Result<(&'a str, &'a str)> {
+    fn table(&mut self) -> Step<(&'a str, &'a str)> {
         let schema = self.name()?;
         if !self.byte(b'.') {
             return self.fail("`.` between schema and table");
@@ -229,31 +269,34 @@ impl<'a> Cursor<'a> {
         Ok((schema, table))
     }
 
-    /// A `'...'` literal; the cursor is on the opening quote.
-    fn quoted(&mut self) -> Result<RawStr<'a>> {
+    /// A `'...'` literal, after optional whitespace.
+    #[inline]
+    fn quoted(&mut self) -> Step<RawStr<'a>> {
         self.ws();
         if !self.byte(b'\'') {
             return self.fail("a quoted string");
         }
+        self.quoted_rest()
+    }
+
+    /// The rest of a `'...'` literal; the opening quote is consumed.
+    #[inline]
+    fn quoted_rest(&mut self) -> Step<RawStr<'a>> {
         let start = self.pos;
-        let mut escaped = false;
         let mut at = start;
         loop {
-            match memchr::memchr(b'\'', &self.b[at..]) {
+            match find_byte(self.b, at, b'\'') {
                 None => {
-                    self.pos = start.saturating_sub(1);
+                    self.pos = start - 1;
                     return self.fail("a closing `'` of the string");
                 }
-                Some(n) => {
-                    let q = at + n;
+                Some(q) => {
                     if self.b.get(q + 1) == Some(&b'\'') {
-                        escaped = true;
                         at = q + 2;
                     } else {
                         self.pos = q + 1;
                         return Ok(RawStr {
                             raw: &self.s[start..q],
-                            escaped,
                         });
                     }
                 }
@@ -261,14 +304,14 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn call1(&mut self) -> Result<RawStr<'a>> {
+    fn call1(&mut self) -> Step<RawStr<'a>> {
         self.expect_byte(b'(', "`(`")?;
         let a = self.quoted()?;
         self.expect_byte(b')', "`)`")?;
         Ok(a)
     }
 
-    fn call2(&mut self) -> Result<(RawStr<'a>, RawStr<'a>)> {
+    fn call2(&mut self) -> Step<(RawStr<'a>, RawStr<'a>)> {
         self.expect_byte(b'(', "`(`")?;
         let a = self.quoted()?;
         self.expect_byte(b',', "`,` between value and format")?;
@@ -277,77 +320,91 @@ impl<'a> Cursor<'a> {
         Ok((a, b))
     }
 
-    fn call0(&mut self) -> Result<()> {
+    fn call0(&mut self) -> Step<()> {
         self.expect_byte(b'(', "`(`")?;
         self.expect_byte(b')', "`)`")
     }
 
-    fn literal(&mut self) -> Result<Literal<'a>> {
+    #[inline]
+    fn literal(&mut self) -> Step<Literal<'a>> {
         self.ws();
         match self.peek() {
-            Some(b'\'') => Ok(Literal::Str(self.quoted()?)),
-            Some(c) if c == b'-' || c == b'+' || c == b'.' || c.is_ascii_digit() => {
-                let start = self.pos;
+            Some(b'\'') => {
                 self.pos += 1;
-                while let Some(c) = self.peek() {
-                    let exp_sign =
-                        (c == b'-' || c == b'+') && matches!(self.b[self.pos - 1], b'e' | b'E');
-                    if c.is_ascii_digit() || c == b'.' || c == b'e' || c == b'E' || exp_sign {
-                        self.pos += 1;
-                    } else {
-                        break;
-                    }
-                }
-                let text = &self.s[start..self.pos];
-                if !text.bytes().any(|c| c.is_ascii_digit()) {
-                    self.pos = start;
-                    return self.fail("a number");
-                }
-                Ok(Literal::Number(text))
+                Ok(Literal::Str(self.quoted_rest()?))
             }
-            _ => {
-                let start = self.pos;
-                while self.peek().is_some_and(is_name_byte) {
-                    self.pos += 1;
-                }
-                let word = &self.b[start..self.pos];
-                let lit = if word.eq_ignore_ascii_case(b"NULL") {
-                    Literal::Null
-                } else if word.eq_ignore_ascii_case(b"TO_DATE") {
-                    let (v, f) = self.call2()?;
-                    Literal::Date(v, f)
-                } else if word.eq_ignore_ascii_case(b"TO_TIMESTAMP") {
-                    let (v, f) = self.call2()?;
-                    Literal::Timestamp(v, f)
-                } else if word.eq_ignore_ascii_case(b"TO_TIMESTAMP_TZ") {
-                    let (v, f) = self.call2()?;
-                    Literal::TimestampTz(v, f)
-                } else if word.eq_ignore_ascii_case(b"HEXTORAW") {
-                    Literal::HexToRaw(self.call1()?)
-                } else if word.eq_ignore_ascii_case(b"UNISTR") {
-                    Literal::Unistr(self.call1()?)
-                } else if word.eq_ignore_ascii_case(b"TO_YMINTERVAL")
-                    || word.eq_ignore_ascii_case(b"TO_DSINTERVAL")
-                {
-                    Literal::Interval(self.call1()?)
-                } else if word.eq_ignore_ascii_case(b"EMPTY_CLOB") {
-                    self.call0()?;
-                    Literal::EmptyClob
-                } else if word.eq_ignore_ascii_case(b"EMPTY_BLOB") {
-                    self.call0()?;
-                    Literal::EmptyBlob
-                } else {
-                    self.pos = start;
-                    return self
-                        .fail("a value (quoted string, number, NULL or a conversion function)");
-                };
-                Ok(lit)
-            }
+            Some(c) if c == b'-' || c == b'+' || c == b'.' || c.is_ascii_digit() => self.number(),
+            _ => self.word_literal(),
         }
     }
 
+    /// An unquoted number: sign, digits, point, exponent.
+    fn number(&mut self) -> Step<Literal<'a>> {
+        let start = self.pos;
+        self.pos += 1;
+        let mut digit = self.b[start].is_ascii_digit();
+        while let Some(c) = self.peek() {
+            if c.is_ascii_digit() {
+                digit = true;
+            } else if !(c == b'.'
+                || c == b'e'
+                || c == b'E'
+                || ((c == b'-' || c == b'+') && matches!(self.b[self.pos - 1], b'e' | b'E')))
+            {
+                break;
+            }
+            self.pos += 1;
+        }
+        if !digit {
+            self.pos = start;
+            return self.fail("a number");
+        }
+        Ok(Literal::Number(&self.s[start..self.pos]))
+    }
+
+    /// `NULL` or a conversion function.
+    fn word_literal(&mut self) -> Step<Literal<'a>> {
+        let start = self.pos;
+        while self.peek().is_some_and(is_name_byte) {
+            self.pos += 1;
+        }
+        let word = &self.b[start..self.pos];
+        let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+        let lit = match word.len() {
+            4 if is(b"NULL") => Literal::Null,
+            7 if is(b"TO_DATE") => {
+                let (v, f) = self.call2()?;
+                Literal::Date(v, f)
+            }
+            12 if is(b"TO_TIMESTAMP") => {
+                let (v, f) = self.call2()?;
+                Literal::Timestamp(v, f)
+            }
+            15 if is(b"TO_TIMESTAMP_TZ") => {
+                let (v, f) = self.call2()?;
+                Literal::TimestampTz(v, f)
+            }
+            8 if is(b"HEXTORAW") => Literal::HexToRaw(self.call1()?),
+            6 if is(b"UNISTR") => Literal::Unistr(self.call1()?),
+            13 if is(b"TO_YMINTERVAL") || is(b"TO_DSINTERVAL") => Literal::Interval(self.call1()?),
+            10 if is(b"EMPTY_CLOB") => {
+                self.call0()?;
+                Literal::EmptyClob
+            }
+            10 if is(b"EMPTY_BLOB") => {
+                self.call0()?;
+                Literal::EmptyBlob
+            }
+            _ => {
+                self.pos = start;
+                return self.fail("a value (quoted string, number, NULL or a conversion function)");
+            }
+        };
+        Ok(lit)
+    }
+
     /// `"A" = v, "B" = w` up to the `where` keyword or the end.
-    fn assignments(&mut self, out: &mut Vec<(&'a str, Literal<'a>)>) -> Result<()> {
+    fn assignments(&mut self, out: &mut Vec<(&'a str, Literal<'a>)>) -> Step<()> {
         loop {
             let name = self.name()?;
             self.expect_byte(b'=', "`=` after the column name")?;
@@ -362,7 +419,7 @@ impl<'a> Cursor<'a> {
 
     /// `"A" = v and "B" IS NULL and ROWID = '...'`; the ROWID term is dropped (LogMiner gives
     /// it in its own column).
-    fn conditions(&mut self, out: &mut Vec<(&'a str, Literal<'a>)>) -> Result<()> {
+    fn conditions(&mut self, out: &mut Vec<(&'a str, Literal<'a>)>) -> Step<()> {
         loop {
             self.ws();
             let quoted = self.peek() == Some(b'"');
@@ -386,7 +443,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Optional `;` then only whitespace.
-    fn end(&mut self) -> Result<()> {
+    fn end(&mut self) -> Step<()> {
         self.ws();
         self.byte(b';');
         self.ws();
@@ -395,6 +452,80 @@ impl<'a> Cursor<'a> {
         } else {
             Ok(())
         }
+    }
+
+    fn insert(&mut self) -> Step<RedoStatement<'a>> {
+        self.expect_keyword("into", "`into` after `insert`")?;
+        let (schema, table) = self.table()?;
+        self.expect_byte(b'(', "`(` before the column list")?;
+        // One vector: names first, values filled in place.
+        let mut values: Vec<(&str, Literal<'_>)> = Vec::with_capacity(16);
+        loop {
+            values.push((self.name()?, Literal::Null));
+            if self.byte(b',') {
+                continue;
+            }
+            self.ws();
+            if self.byte(b')') {
+                break;
+            }
+            if !self.byte(b',') {
+                return self.fail("`,` or `)` in the column list");
+            }
+        }
+        self.expect_keyword("values", "`values`")?;
+        self.expect_byte(b'(', "`(` before the values")?;
+        for (i, slot) in values.iter_mut().enumerate() {
+            if i > 0 {
+                self.expect_byte(b',', "`,` between values (fewer values than columns)")?;
+            }
+            slot.1 = self.literal()?;
+        }
+        self.expect_byte(b')', "`)` after the values (more values than columns)")?;
+        self.end()?;
+        Ok(RedoStatement {
+            kind: DmlKind::Insert,
+            schema,
+            table,
+            values,
+            before: Vec::new(),
+        })
+    }
+
+    fn update(&mut self) -> Step<RedoStatement<'a>> {
+        let (schema, table) = self.table()?;
+        self.expect_keyword("set", "`set`")?;
+        let mut values = Vec::with_capacity(8);
+        self.assignments(&mut values)?;
+        let mut before = Vec::with_capacity(16);
+        self.ws();
+        if self.keyword("where") {
+            self.conditions(&mut before)?;
+        }
+        self.end()?;
+        Ok(RedoStatement {
+            kind: DmlKind::Update,
+            schema,
+            table,
+            values,
+            before,
+        })
+    }
+
+    fn delete(&mut self) -> Step<RedoStatement<'a>> {
+        self.expect_keyword("from", "`from` after `delete`")?;
+        let (schema, table) = self.table()?;
+        self.expect_keyword("where", "`where`")?;
+        let mut before = Vec::with_capacity(16);
+        self.conditions(&mut before)?;
+        self.end()?;
+        Ok(RedoStatement {
+            kind: DmlKind::Delete,
+            schema,
+            table,
+            values: Vec::new(),
+            before,
+        })
     }
 }
 
@@ -411,73 +542,33 @@ pub fn parse_redo(sql: &str) -> Result<RedoStatement<'_>> {
         pos: 0,
     };
     c.ws();
-    if c.keyword("insert") {
-        c.expect_keyword("into", "`into` after `insert`")?;
-        let (schema, table) = c.table()?;
-        c.expect_byte(b'(', "`(` before the column list")?;
-        // One vector: names first, values filled in place (no second allocation).
-        let mut values: Vec<(&str, Literal<'_>)> = Vec::with_capacity(16);
-        loop {
-            values.push((c.name()?, Literal::Null));
-            c.ws();
-            if c.byte(b')') {
-                break;
-            }
-            if !c.byte(b',') {
-                return c.fail("`,` or `)` in the column list");
-            }
-        }
-        c.expect_keyword("values", "`values`")?;
-        c.expect_byte(b'(', "`(` before the values")?;
-        for (i, slot) in values.iter_mut().enumerate() {
-            if i > 0 {
-                c.expect_byte(b',', "`,` between values (fewer values than columns)")?;
-            }
-            slot.1 = c.literal()?;
-        }
-        c.expect_byte(b')', "`)` after the values (more values than columns)")?;
-        c.end()?;
-        Ok(RedoStatement {
-            kind: DmlKind::Insert,
-            schema,
-            table,
-            values,
-            before: Vec::new(),
-        })
+    let parsed = if c.keyword("insert") {
+        c.insert()
     } else if c.keyword("update") {
-        let (schema, table) = c.table()?;
-        c.expect_keyword("set", "`set`")?;
-        let mut values = Vec::with_capacity(8);
-        c.assignments(&mut values)?;
-        let mut before = Vec::with_capacity(16);
-        c.ws();
-        if c.keyword("where") {
-            c.conditions(&mut before)?;
-        }
-        c.end()?;
-        Ok(RedoStatement {
-            kind: DmlKind::Update,
-            schema,
-            table,
-            values,
-            before,
-        })
+        c.update()
     } else if c.keyword("delete") {
-        c.expect_keyword("from", "`from` after `delete`")?;
-        let (schema, table) = c.table()?;
-        c.expect_keyword("where", "`where`")?;
-        let mut before = Vec::with_capacity(16);
-        c.conditions(&mut before)?;
-        c.end()?;
-        Ok(RedoStatement {
-            kind: DmlKind::Delete,
-            schema,
-            table,
-            values: Vec::new(),
-            before,
-        })
+        c.delete()
     } else {
         c.fail("`insert`, `update` or `delete`")
+    };
+    parsed.map_err(|f| redo_error(sql, f))
+}
+
+#[cold]
+fn redo_error(sql: &str, f: Fail) -> RedoError {
+    let found = if f.offset >= sql.len() {
+        "end of statement".to_string()
+    } else {
+        let mut end = (f.offset + 24).min(sql.len());
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("`{}`", &sql[f.offset..end])
+    };
+    RedoError {
+        offset: f.offset,
+        expected: f.expected,
+        found,
     }
 }
 
@@ -595,10 +686,7 @@ mod tests {
     use super::*;
 
     fn s(raw: &str) -> Literal<'_> {
-        Literal::Str(RawStr {
-            raw,
-            escaped: raw.contains("''"),
-        })
+        Literal::Str(RawStr { raw })
     }
 
     #[test]
@@ -809,6 +897,17 @@ mod tests {
             // The renderer is the parser's inverse.
             let again = st.to_sql();
             prop_assert_eq!(parse_redo(&again).map_err(|e| TestCaseError::fail(e.to_string()))?, st);
+        }
+
+        #[test]
+        fn find_byte_is_position(
+            hay in prop::collection::vec(prop::sample::select(vec![b'a', b'\'', b'"', 0xff, 0x80]), 0..200),
+            from in 0usize..200,
+            needle in prop::sample::select(vec![b'\'', b'"', 0xff]),
+        ) {
+            let from = from.min(hay.len());
+            let want = hay[from..].iter().position(|c| *c == needle).map(|n| from + n);
+            prop_assert_eq!(find_byte(&hay, from, needle), want);
         }
 
         #[test]

@@ -133,7 +133,7 @@ fn number(text: &str, ty: Option<&OracleType>) -> Result<Value, ValueError> {
     if text.contains(['e', 'E']) || matches!(ty, Some(OracleType::Float)) {
         return float(text);
     }
-    let d = Decimal::parse(text).map_err(|e| bad(text, "number", e.to_string()))?;
+    let d = decimal(text)?;
     match ty.map(OracleType::column_type) {
         Some(ColumnType::Int) if d.scale == 0 => i64::try_from(d.unscaled)
             .map(Value::Int)
@@ -150,6 +150,43 @@ fn number(text: &str, ty: Option<&OracleType>) -> Result<Value, ValueError> {
         }
         _ => Ok(Value::Decimal(d)),
     }
+}
+
+/// A decimal literal straight into a `Decimal`: up to 18 digits add up in a `u64`; anything
+/// else (more digits, spaces, bad syntax) goes through `Decimal::parse` and its errors.
+#[inline]
+fn decimal(text: &str) -> Result<Decimal, ValueError> {
+    let b = text.as_bytes();
+    let (neg, start) = match b.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let mut unscaled: u64 = 0;
+    let mut digits = 0usize;
+    let mut point: Option<usize> = None;
+    let mut simple = b.len() - start <= 19;
+    if simple {
+        for (i, c) in b[start..].iter().enumerate() {
+            match c {
+                b'0'..=b'9' => {
+                    unscaled = unscaled * 10 + u64::from(c - b'0');
+                    digits += 1;
+                }
+                b'.' if point.is_none() => point = Some(i),
+                _ => {
+                    simple = false;
+                    break;
+                }
+            }
+        }
+    }
+    if simple && digits > 0 {
+        let scale = point.map_or(0, |p| b.len() - start - p - 1) as u8;
+        let v = i128::from(unscaled);
+        return Ok(Decimal::new(if neg { -v } else { v }, scale));
+    }
+    Decimal::parse(text).map_err(|e| bad(text, "number", e.to_string()))
 }
 
 fn float(text: &str) -> Result<Value, ValueError> {
@@ -420,19 +457,106 @@ fn naive(p: &Parts, value: &str, what: &'static str) -> Result<NaiveDateTime, Va
 
 /// Reads `value` by an Oracle datetime format mask.
 pub fn read_datetime(value: &str, mask: &str) -> Result<NaiveDateTime, ValueError> {
-    let p = read_mask(value, mask, "date/time")?;
+    let p = parts(value, mask, "date/time")?;
     naive(&p, value, "date/time")
+}
+
+/// The masks the miner's NLS settings make LogMiner write (`YYYY-MM-DD HH24:MI:SS`, with
+/// `.FF[n]` and ` TZH:TZM` for timestamps) read at fixed places; `None` sends anything that
+/// does not fit exactly to `read_mask`, which gives the same answer or the error.
+#[inline]
+fn nls_parts(value: &str, mask: &str) -> Option<Parts> {
+    const BASE: &[u8] = b"YYYY-MM-DD HH24:MI:SS";
+    let m = mask.as_bytes();
+    if m.len() < BASE.len() || !m[..BASE.len()].eq_ignore_ascii_case(BASE) {
+        return None;
+    }
+    let mut rest = &m[BASE.len()..];
+    let fraction = if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b".FF") {
+        rest = &rest[3..];
+        if rest.first().is_some_and(|c| (b'1'..=b'9').contains(c)) {
+            rest = &rest[1..];
+        }
+        true
+    } else {
+        false
+    };
+    let zone = rest.eq_ignore_ascii_case(b" TZH:TZM");
+    if !zone && !rest.is_empty() {
+        return None;
+    }
+    let v = value.as_bytes();
+    let num = |at: usize, len: usize| -> Option<u32> {
+        let d = v.get(at..at + len)?;
+        d.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    // Separators: what `read_mask` accepts, one non-alphanumeric byte.
+    let sep = |at: usize| v.get(at).is_some_and(|c| !c.is_ascii_alphanumeric());
+    if !(sep(4) && sep(7) && sep(10) && sep(13) && sep(16)) {
+        return None;
+    }
+    let mut p = Parts {
+        year: num(0, 4)? as i32,
+        month: num(5, 2)?,
+        day: num(8, 2)?,
+        hour: num(11, 2)?,
+        minute: num(14, 2)?,
+        second: num(17, 2)?,
+        ..Default::default()
+    };
+    let mut i = 19;
+    if fraction {
+        if !sep(i) {
+            return None;
+        }
+        i += 1;
+        let start = i;
+        let mut n = 0u32;
+        while i < v.len() && i - start < 9 && v[i].is_ascii_digit() {
+            n = n * 10 + u32::from(v[i] - b'0');
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        p.nanos = n * 10u32.pow(9 - (i - start) as u32);
+    }
+    if zone {
+        if v.get(i) != Some(&b' ') {
+            return None;
+        }
+        let neg = match v.get(i + 1) {
+            Some(b'-') => true,
+            Some(b'+') => false,
+            _ => return None,
+        };
+        if v.get(i + 4) != Some(&b':') {
+            return None;
+        }
+        p.offset = Some((neg, num(i + 2, 2)? as i32, num(i + 5, 2)? as i32));
+        i += 7;
+    }
+    (i == v.len()).then_some(p)
+}
+
+fn parts(value: &str, mask: &str, what: &'static str) -> Result<Parts, ValueError> {
+    match nls_parts(value, mask) {
+        Some(p) => Ok(p),
+        None => read_mask(value, mask, what),
+    }
 }
 
 fn timestamp(v: &RawStr<'_>, f: &RawStr<'_>) -> Result<NaiveDateTime, ValueError> {
     let value = v.text();
-    let p = read_mask(&value, &f.text(), "date/time")?;
+    let p = parts(&value, &f.text(), "date/time")?;
     naive(&p, &value, "date/time")
 }
 
 fn timestamp_tz(v: &RawStr<'_>, f: &RawStr<'_>) -> Result<DateTime<FixedOffset>, ValueError> {
     let value = v.text();
-    let p = read_mask(&value, &f.text(), "timestamp with time zone")?;
+    let p = parts(&value, &f.text(), "timestamp with time zone")?;
     let local = naive(&p, &value, "timestamp with time zone")?;
     let (neg, h, mi) = p.offset.unwrap_or((false, 0, 0));
     let minutes = if neg { -(h * 60 + mi) } else { h * 60 + mi };
@@ -449,10 +573,7 @@ mod tests {
     use super::*;
 
     fn raw(s: &str) -> RawStr<'_> {
-        RawStr {
-            raw: s,
-            escaped: false,
-        }
+        RawStr { raw: s }
     }
 
     #[test]
@@ -522,5 +643,41 @@ mod tests {
         assert!(unistr(r"\D83D").is_err());
         assert_eq!(hex("0aFF").unwrap(), vec![10, 255]);
         assert!(hex("0g").is_err());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fixed-place reading of the NLS masks agrees with the general mask reader,
+        /// for values that fit and values that do not.
+        #[test]
+        fn nls_fast_path_agrees_with_read_mask(
+            y in 0u32..10000, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61,
+            s in 0u32..61, frac in "(\\.[0-9]{0,11})?", tz in "( [+-]?[0-9]{1,2}:[0-9]{1,2})?",
+            junk in "[ 0-9.:+-]{0,2}",
+            mask in prop::sample::select(vec![
+                "YYYY-MM-DD HH24:MI:SS",
+                "YYYY-MM-DD HH24:MI:SS.FF",
+                "yyyy-mm-dd hh24:mi:ss.ff9",
+                "YYYY-MM-DD HH24:MI:SS.FF3 TZH:TZM",
+                "YYYY-MM-DD HH24:MI:SS TZH:TZM",
+            ]),
+        ) {
+            let value = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{frac}{tz}{junk}");
+            let general = read_mask(&value, mask, "date/time")
+                .map(|p| (p.year, p.month, p.day, p.hour, p.minute, p.second, p.nanos, p.offset));
+            let fast = parts(&value, mask, "date/time")
+                .map(|p| (p.year, p.month, p.day, p.hour, p.minute, p.second, p.nanos, p.offset));
+            prop_assert_eq!(fast, general);
+        }
+
+        /// Numbers read straight into a `Decimal` equal `Decimal::parse`, errors included.
+        #[test]
+        fn decimal_fast_path_agrees_with_decimal_parse(
+            text in "[+-]?[0-9]{0,40}(\\.[0-9]{0,40})?[ .e-]?",
+        ) {
+            let general = Decimal::parse(&text).map_err(|e| bad(&text, "number", e.to_string()));
+            prop_assert_eq!(decimal(&text), general);
+        }
     }
 }
