@@ -2,15 +2,16 @@
 //! Rust-side digest of the same rows; planted differences (deleted, added and altered rows with
 //! NULLs, decimals, timestamps, unicode, binary, wide rows) are each found and named with fix
 //! SQL that, once applied, makes the next check pass; the same data in MariaDB and PostgreSQL
-//! checks equal in both directions.
+//! checks equal in both directions. Between two MariaDB servers the CRC32C row hash is used
+//! (and said in the report); it finds the same rows as MD5, down to look-alike values.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use syncmesh_connectors::checker::canonical::hash_values;
+use syncmesh_connectors::checker::compact::row_hash_of;
 use syncmesh_connectors::checker::{
-    CheckOptions, CheckReport, Database, Digest, HashMode, KeyRange, SqlSide, TableCheck,
-    TableSide, resolve_schema,
+    CheckOptions, CheckReport, Database, Digest, HashMode, HashSql, KeyRange, RowHash, SqlSide,
+    TableCheck, TableSide, resolve_schema,
 };
 use syncmesh_connectors::event::{
     ChangeEvent, Column, ColumnType, Decimal, Operation, Position, TableId, TableSchema, Value,
@@ -219,17 +220,24 @@ async fn check(
     Ok(check.run(&|_| {}).await?)
 }
 
-/// The digest of `rows` computed here, under the column types the checker resolved.
-fn rust_digest(types: &[ColumnType], rows: impl Iterator<Item = Vec<Value>>) -> Digest {
+/// The digest of `rows` computed here under `row_hash`, with the column types and NULL mask
+/// the checker resolved.
+fn rust_digest(
+    row_hash: RowHash,
+    types: &[ColumnType],
+    nullable: &[bool],
+    rows: impl Iterator<Item = Vec<Value>>,
+) -> Digest {
     let types: Vec<&ColumnType> = types.iter().collect();
-    let mut d = Digest::default();
+    let mut d = Digest::empty(row_hash);
     for r in rows {
-        d.add_row(hash_values(&types, &r).expect("canonical").1);
+        d.add_row(row_hash_of(row_hash, &types, nullable, &r).expect("canonical"));
     }
     d
 }
 
-/// Digests of one table on one database: in SQL, streamed, and from the known values.
+/// Digests of one table on one database: in SQL, streamed, and from the known values, under
+/// every row hash the database computes in SQL.
 async fn sql_equals_rust(url: &str, db_label: &str) -> anyhow::Result<()> {
     let table = syncmesh_tests::unique_table("ck_hash");
     let s = schema(&table);
@@ -238,24 +246,25 @@ async fn sql_equals_rust(url: &str, db_label: &str) -> anyhow::Result<()> {
     let t = TableName::new(&table);
     let native = db.describe(&t).await?;
     let resolved = resolve_schema(db_label, &native, db_label, &native)?;
-    let columns = |mode| {
-        let cols = resolved
-            .source_names
-            .iter()
-            .zip(&resolved.types)
-            .zip(&resolved.source_convert)
-            .map(|((n, ty), c)| syncmesh_connectors::checker::SideColumn {
-                name: n.clone(),
-                ty: ty.clone(),
-                convert_to_utf8: *c,
+    let columns = |mode, row_hash| -> anyhow::Result<SqlSide> {
+        let cols = (0..resolved.source_names.len())
+            .map(|i| syncmesh_connectors::checker::SideColumn {
+                name: resolved.source_names[i].clone(),
+                ty: resolved.types[i].clone(),
+                convert_to_utf8: resolved.source_convert[i],
+                native: resolved.source_native[i].clone(),
+                nullable: resolved.nullable[i],
             })
             .collect();
-        SqlSide::new(db.clone(), t.clone(), cols, resolved.key.clone(), mode)
+        Ok(
+            SqlSide::new(db.clone(), t.clone(), cols, resolved.key.clone(), mode)
+                .with_row_hash(row_hash)?,
+        )
     };
-    let in_sql = columns(HashMode::Auto);
-    let streamed = columns(HashMode::Stream);
-    assert!(!in_sql.streams() && streamed.streams());
-
+    let mut hashes = vec![RowHash::Md5];
+    if db.crc_support().is_some() {
+        hashes.push(RowHash::Crc32c);
+    }
     // MariaDB keeps a zoned timestamp as DATETIME(6) in UTC: there it reads back naive.
     let logical = |r: Vec<Value>| -> Vec<Value> {
         r.into_iter()
@@ -266,39 +275,63 @@ async fn sql_equals_rust(url: &str, db_label: &str) -> anyhow::Result<()> {
             })
             .collect()
     };
-    let whole = KeyRange::default();
-    let expected = rust_digest(&resolved.types, (1..=ROWS).map(|id| logical(row(id))));
-    assert_eq!(expected.rows, ROWS as u64);
-    assert_eq!(
-        in_sql.digest(&whole).await?,
-        expected,
-        "{db_label}: SQL digest"
-    );
-    assert_eq!(
-        streamed.digest(&whole).await?,
-        expected,
-        "{db_label}: streamed digest"
-    );
+    for row_hash in hashes {
+        let in_sql = columns(HashMode::Auto, row_hash)?;
+        let streamed = columns(HashMode::Stream, row_hash)?;
+        assert!(!in_sql.streams() && streamed.streams());
+        let digest_of = |ids: std::ops::RangeInclusive<i64>| {
+            rust_digest(
+                row_hash,
+                &resolved.types,
+                &resolved.nullable,
+                ids.map(|id| logical(row(id))),
+            )
+        };
+        let whole = KeyRange::default();
+        let expected = digest_of(1..=ROWS);
+        assert_eq!(expected.rows, ROWS as u64);
+        assert_eq!(
+            in_sql.digest(&whole).await?,
+            expected,
+            "{db_label} {row_hash}: SQL digest"
+        );
+        assert_eq!(
+            streamed.digest(&whole).await?,
+            expected,
+            "{db_label} {row_hash}: streamed digest"
+        );
 
-    // A middle range, bounded on both sides, through the keyset boundary query.
-    let lower = in_sql.boundary(None, 100).await?.expect("row 100");
-    let upper = in_sql.boundary(Some(&lower), 50).await?.expect("row 150");
-    assert_eq!(lower.0, vec![Value::Int(100)]);
-    assert_eq!(upper.0, vec![Value::Int(150)]);
-    let mid = KeyRange {
-        lower: Some(lower),
-        upper: Some(upper),
-    };
-    let expected = rust_digest(&resolved.types, (101..=150).map(|id| logical(row(id))));
-    assert_eq!(
-        in_sql.digest(&mid).await?,
-        expected,
-        "{db_label}: SQL digest of (100, 150]"
-    );
-    assert_eq!(streamed.digest(&mid).await?, expected);
-    // The rows read back canonicalise like the rows written.
-    let back = in_sql.rows(&mid).await?;
-    assert_eq!(rust_digest(&resolved.types, back.into_iter()), expected);
+        // A middle range, bounded on both sides, through the keyset boundary query.
+        let lower = in_sql.boundary(None, 100).await?.expect("row 100");
+        let upper = in_sql.boundary(Some(&lower), 50).await?.expect("row 150");
+        assert_eq!(lower.0, vec![Value::Int(100)]);
+        assert_eq!(upper.0, vec![Value::Int(150)]);
+        // Fewer rows than asked follow: the last row's key.
+        let last = in_sql.boundary(Some(&upper), 10 * ROWS as u64).await?;
+        assert_eq!(last.map(|k| k.0), Some(vec![Value::Int(ROWS)]));
+        let mid = KeyRange {
+            lower: Some(lower),
+            upper: Some(upper),
+        };
+        let expected = digest_of(101..=150);
+        assert_eq!(
+            in_sql.digest(&mid).await?,
+            expected,
+            "{db_label} {row_hash}: SQL digest of (100, 150]"
+        );
+        assert_eq!(streamed.digest(&mid).await?, expected);
+        // The rows read back hash like the rows written.
+        let back = in_sql.rows(&mid).await?;
+        assert_eq!(
+            rust_digest(
+                row_hash,
+                &resolved.types,
+                &resolved.nullable,
+                back.into_iter()
+            ),
+            expected
+        );
+    }
 
     writer.drop_table(&t).await?;
     writer.close().await;
@@ -309,6 +342,10 @@ async fn sql_equals_rust(url: &str, db_label: &str) -> anyhow::Result<()> {
 #[tokio::test]
 async fn mariadb_sql_digest_equals_rust_digest() -> anyhow::Result<()> {
     let db = require!(services::mysql());
+    // The test server is MariaDB 10.11: it must compute the CRC32C hash, in the one-pass form.
+    let probe = Database::connect(&db.url, 1).await?;
+    assert_eq!(probe.crc_support(), Some(HashSql::Crc32cOnce));
+    probe.close().await;
     sql_equals_rust(&db.url, "mariadb").await
 }
 
@@ -401,8 +438,9 @@ fn keys(diffs: &[syncmesh_connectors::checker::RowDifference]) -> BTreeSet<i64> 
         .collect()
 }
 
-/// Plants differences on the sink, checks, applies the fix SQL, checks again.
-async fn find_and_fix(source_url: &str, sink_url: &str) -> anyhow::Result<()> {
+/// Plants differences on the sink, checks, applies the fix SQL, checks again; every report
+/// names `row_hash`.
+async fn find_and_fix(source_url: &str, sink_url: &str, row_hash: RowHash) -> anyhow::Result<()> {
     let table = syncmesh_tests::unique_table("ck_diff");
     let s = schema(&table);
     let src_writer = load(source_url, &s, &table).await?;
@@ -412,6 +450,7 @@ async fn find_and_fix(source_url: &str, sink_url: &str) -> anyhow::Result<()> {
 
     let clean = check(&source, &sink, &table, &options(64)).await?;
     assert!(clean.equal, "{}", serde_json::to_string_pretty(&clean)?);
+    assert_eq!(clean.hash, row_hash);
     assert_eq!(clean.source.rows, ROWS as u64);
     assert_eq!(clean.sink.rows, ROWS as u64);
     assert!(clean.chunks >= 7, "{} chunks", clean.chunks);
@@ -420,6 +459,10 @@ async fn find_and_fix(source_url: &str, sink_url: &str) -> anyhow::Result<()> {
     let report = check(&source, &sink, &table, &options(64)).await?;
     let json = serde_json::to_string_pretty(&report)?;
     assert!(!report.equal, "{json}");
+    assert!(
+        json.contains(&format!("\"hash\": \"{row_hash}\"")),
+        "{json}"
+    );
     assert_eq!(keys(&report.missing), planted.missing, "{json}");
     assert_eq!(keys(&report.extra), planted.extra, "{json}");
     let found: BTreeSet<(i64, String)> = report
@@ -473,7 +516,7 @@ async fn mariadb_to_mariadb_differences_are_found_and_fixed() -> anyhow::Result<
     let db = require!(services::mysql());
     let src = MysqlScratch::create(&db.url, "ck_src").await?;
     let snk = MysqlScratch::create(&db.url, "ck_snk").await?;
-    find_and_fix(&src.url, &snk.url).await?;
+    find_and_fix(&src.url, &snk.url, RowHash::Crc32c).await?;
     src.drop_database().await?;
     snk.drop_database().await
 }
@@ -492,6 +535,7 @@ async fn postgres_to_postgres_differences_are_found_and_fixed() -> anyhow::Resul
     find_and_fix(
         &pg_in_schema(&db.url, &src.schema),
         &pg_in_schema(&db.url, &snk.schema),
+        RowHash::Md5,
     )
     .await?;
     src.drop_schema().await?;
@@ -502,14 +546,14 @@ async fn postgres_to_postgres_differences_are_found_and_fixed() -> anyhow::Resul
 async fn mariadb_to_postgres_differences_are_found_and_fixed() -> anyhow::Result<()> {
     let my = require!(services::mysql());
     let pg = require!(services::postgres());
-    find_and_fix(&my.url, &pg.url).await
+    find_and_fix(&my.url, &pg.url, RowHash::Md5).await
 }
 
 #[tokio::test]
 async fn postgres_to_mariadb_differences_are_found_and_fixed() -> anyhow::Result<()> {
     let my = require!(services::mysql());
     let pg = require!(services::postgres());
-    find_and_fix(&pg.url, &my.url).await
+    find_and_fix(&pg.url, &my.url, RowHash::Md5).await
 }
 
 #[tokio::test]
@@ -657,4 +701,155 @@ async fn composite_keys_and_a_sqlite_sink() -> anyhow::Result<()> {
         w.drop_table(&t).await?;
     }
     Ok(())
+}
+
+/// Look-alike differences between two MariaDB tables whose columns are declared differently
+/// (a wider decimal scale, latin1 against utf8mb4 text, a DATETIME against a DATE, a
+/// TIMESTAMP(6) against a DATETIME(6), a case- and pad-insensitive collation), so the CRC
+/// path reads some columns as they are and converts others. Both row hashes must name the
+/// same rows, and the fix SQL must make the tables equal.
+#[tokio::test]
+async fn mariadb_crc_hash_finds_look_alike_differences() -> anyhow::Result<()> {
+    let db = require!(services::mysql());
+    let scratch = MysqlScratch::create(&db.url, "ck_crc").await?;
+    let run = |sql: String| {
+        let pool = scratch.pool.clone();
+        async move {
+            // One connection per call, in UTC, so TIMESTAMP values are stored as written.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SET time_zone = '+00:00'; {sql}"
+            )))
+            .execute(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("{sql}: {e}"))
+        }
+    };
+    run("CREATE TABLE src (id BIGINT NOT NULL PRIMARY KEY, \
+         name VARCHAR(40) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NULL, \
+         label VARCHAR(40) CHARACTER SET latin1 NULL, amount DECIMAL(12,2) NULL, \
+         at DATETIME(6) NULL, day DATE NULL, flag TINYINT(1) NULL, bin VARBINARY(16) NULL, \
+         n INT NOT NULL)"
+        .into())
+    .await?;
+    run("CREATE TABLE snk (id BIGINT NOT NULL PRIMARY KEY, \
+         name VARCHAR(40) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NULL, \
+         label VARCHAR(40) CHARACTER SET utf8mb4 NULL, amount DECIMAL(14,4) NULL, \
+         at TIMESTAMP(6) NULL, day DATETIME NULL, flag TINYINT(1) NULL, bin VARBINARY(16) NULL, \
+         n BIGINT NULL)"
+        .into())
+    .await?;
+    run(
+        "INSERT INTO src SELECT seq, IF(seq MOD 7 = 0, NULL, CONCAT('näme ', seq)), \
+         IF(seq MOD 5 = 0, NULL, CONCAT('café ', seq)), IF(seq MOD 6 = 0, NULL, seq * 1.25 - 100), \
+         TIMESTAMP'2024-02-03 04:05:06' + INTERVAL seq * 1001 MICROSECOND, \
+         DATE'2020-01-01' + INTERVAL seq DAY, IF(seq MOD 3 = 0, NULL, seq MOD 2), \
+         IF(seq MOD 4 = 0, NULL, UNHEX(CONCAT('00FF', HEX(seq)))), seq * 3 FROM seq_1_to_300"
+            .into(),
+    )
+    .await?;
+    run("INSERT INTO snk SELECT * FROM src".into()).await?;
+
+    let source = Database::connect(&scratch.url, 3).await?;
+    let sink = Database::connect(&scratch.url, 3).await?;
+    let check_both = |opts: CheckOptions| {
+        let (source, sink) = (source.clone(), sink.clone());
+        async move {
+            let (s, k) = (TableName::new("src"), TableName::new("snk"));
+            let check = TableCheck::prepare(&source, &s, &sink, &k, &opts).await?;
+            anyhow::Ok(check.run(&|_| {}).await?)
+        }
+    };
+    let crc = options(32);
+    let md5 = CheckOptions {
+        row_hash: Some(RowHash::Md5),
+        ..options(32)
+    };
+    let clean = check_both(crc.clone()).await?;
+    assert!(clean.equal, "{}", serde_json::to_string_pretty(&clean)?);
+    assert_eq!(clean.hash, RowHash::Crc32c);
+    assert_eq!(clean.source.rows, 300);
+
+    let plants = [
+        ("DELETE FROM snk WHERE id = 5", "missing 5"),
+        (
+            "INSERT INTO snk (id, n) VALUES (1000, 1), (0, 0)",
+            "extra 0, 1000",
+        ),
+        // NULL -> '' and '' -> NULL.
+        ("UPDATE snk SET name = '' WHERE id = 7", "7 name"),
+        ("UPDATE src SET name = '' WHERE id = 8", "src"),
+        ("UPDATE snk SET name = NULL WHERE id = 8", "8 name"),
+        // A trailing space the collation ignores, and a letter's case.
+        (
+            "UPDATE snk SET name = CONCAT(name, ' ') WHERE id = 10",
+            "10 name",
+        ),
+        ("UPDATE snk SET name = 'NÄME 11' WHERE id = 11", "11 name"),
+        // One unit in the source's last decimal place; more digits than it has are rounded.
+        (
+            "UPDATE snk SET amount = amount + 0.01 WHERE id = 20",
+            "20 amount",
+        ),
+        (
+            "UPDATE snk SET amount = amount + 0.004 WHERE id = 21",
+            "equal",
+        ),
+        // Unicode: é -> e (latin1 on the source, utf8mb4 on the sink).
+        ("UPDATE snk SET label = 'cafe 22' WHERE id = 22", "22 label"),
+        // One microsecond, one day, a flag, one byte, empty binary vs NULL.
+        (
+            "UPDATE snk SET at = at + INTERVAL 1 MICROSECOND WHERE id = 30",
+            "30 at",
+        ),
+        (
+            "UPDATE snk SET day = day + INTERVAL 1 DAY WHERE id = 31",
+            "31 day",
+        ),
+        ("UPDATE snk SET flag = 1 - flag WHERE id = 32", "32 flag"),
+        (
+            "UPDATE snk SET bin = UNHEX('00FE21') WHERE id = 33",
+            "33 bin",
+        ),
+        ("UPDATE snk SET bin = '' WHERE id = 36", "36 bin"),
+        // NOT NULL on the source, nullable on the sink.
+        ("UPDATE snk SET n = NULL WHERE id = 40", "40 n"),
+    ];
+    for (sql, _) in &plants {
+        run(sql.to_string()).await?;
+    }
+    let mut reports = Vec::new();
+    for opts in [crc.clone(), md5.clone()] {
+        let report = check_both(opts).await?;
+        let json = serde_json::to_string_pretty(&report)?;
+        assert_eq!(keys(&report.missing), BTreeSet::from([5]), "{json}");
+        assert_eq!(keys(&report.extra), BTreeSet::from([0, 1000]), "{json}");
+        let different: BTreeSet<(i64, String)> = report
+            .different
+            .iter()
+            .map(|d| (d.key_text.parse().expect("key"), d.columns.join(",")))
+            .collect();
+        let want: BTreeSet<(i64, String)> = plants
+            .iter()
+            .filter_map(|(_, what)| {
+                let (id, column) = what.split_once(' ')?;
+                Some((id.parse().ok()?, column.to_string()))
+            })
+            .collect();
+        assert_eq!(different, want, "{json}");
+        reports.push(report);
+    }
+    assert_eq!(reports[0].hash, RowHash::Crc32c);
+    assert_eq!(reports[1].hash, RowHash::Md5);
+    assert_eq!(reports[0].differing_rows, reports[1].differing_rows);
+
+    let sink_db = Database::connect(&scratch.url, 1).await?;
+    for sql in reports[0].fix_sql() {
+        sink_db.execute(sql).await?;
+    }
+    let fixed = check_both(crc).await?;
+    assert!(fixed.equal, "{}", serde_json::to_string_pretty(&fixed)?);
+    sink_db.close().await;
+    source.close().await;
+    sink.close().await;
+    scratch.drop_database().await
 }

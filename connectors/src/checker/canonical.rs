@@ -23,10 +23,13 @@
 //! The row hash is the first 8 bytes of the MD5 of that text, big-endian, because MD5 is what
 //! every database offers (`MD5()` in MariaDB, PostgreSQL and StarRocks, `STANDARD_HASH(…,'MD5')`
 //! in Oracle). A chunk's digest is its row count and the **sum of its row hashes modulo 2^64**.
-//! A sum rather than XOR: XOR cancels a row that appears twice (a sink without a key
-//! constraint can hold duplicates, and two equal rows would XOR to nothing), a sum does not;
-//! it costs the same in SQL, and it can be subtracted, so bisection queries only one half of a
-//! range and derives the other.
+//! A sum rather than XOR: XOR cancels the hash of a row that appears twice (a sink without a
+//! key constraint can hold duplicates), a sum does not; it can be subtracted, so bisection
+//! queries only one half of a range and derives the other.
+//!
+//! Between two MariaDB ≥ 10.8 servers the checker uses a cheaper hash instead
+//! ([`RowHash::Crc32c`], text from [`super::compact`]): there MariaDB's exact `DECIMAL` sum
+//! costs more than the hash, so those digests XOR (the row count still sees a duplicate).
 
 use crate::event::{ColumnType, Decimal, Value};
 use chrono::{NaiveDate, NaiveDateTime};
@@ -38,24 +41,83 @@ pub const NULL_FIELD: &str = "N";
 /// Between two fields of the canonical row text.
 pub const SEPARATOR: char = '|';
 
-/// A range's row count and the sum (mod 2^64) of its row hashes.
+/// The per-row hash of a check, the same on both sides.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum RowHash {
+    /// The first 8 bytes of the MD5 of the canonical text; a chunk's rows are summed modulo
+    /// 2^64. Every engine computes it, so it is the cross-engine hash.
+    #[default]
+    #[serde(rename = "md5-64")]
+    Md5,
+    /// CRC32 (high 32 bits) and CRC32C (low 32 bits) of the compact text
+    /// ([`super::compact`]); a chunk's rows are XORed. MariaDB ≥ 10.8 only (`CRC32C()`), so
+    /// it is used when both sides are such MariaDB servers.
+    #[serde(rename = "crc32c-64")]
+    Crc32c,
+}
+
+impl RowHash {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowHash::Md5 => "md5-64",
+            RowHash::Crc32c => "crc32c-64",
+        }
+    }
+
+    /// `md5-64` / `md5`, `crc32c-64` / `crc32c`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "md5-64" | "md5" => Some(RowHash::Md5),
+            "crc32c-64" | "crc32c" => Some(RowHash::Crc32c),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RowHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A range's row count and its row hashes folded together: summed modulo 2^64 under
+/// [`RowHash::Md5`], XORed under [`RowHash::Crc32c`]. Both folds are order-independent and
+/// invertible, so the digest of part of a range can be taken out of the whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Digest {
     pub rows: u64,
-    pub sum: u64,
+    pub hash: u64,
+    pub row_hash: RowHash,
 }
 
 impl Digest {
+    pub fn empty(row_hash: RowHash) -> Self {
+        Self {
+            rows: 0,
+            hash: 0,
+            row_hash,
+        }
+    }
+
     pub fn add_row(&mut self, hash: u64) {
         self.rows += 1;
-        self.sum = self.sum.wrapping_add(hash);
+        self.hash = match self.row_hash {
+            RowHash::Md5 => self.hash.wrapping_add(hash),
+            RowHash::Crc32c => self.hash ^ hash,
+        };
     }
 
     /// The digest of `self` without the rows of `part` (a sub-range of it).
     pub fn minus(self, part: Digest) -> Digest {
         Digest {
             rows: self.rows.saturating_sub(part.rows),
-            sum: self.sum.wrapping_sub(part.sum),
+            hash: match self.row_hash {
+                RowHash::Md5 => self.hash.wrapping_sub(part.hash),
+                RowHash::Crc32c => self.hash ^ part.hash,
+            },
+            row_hash: self.row_hash,
         }
     }
 }
@@ -321,11 +383,23 @@ mod tests {
         part.add_row(u64::MAX);
         let rest = whole.minus(part);
         assert_eq!(rest.rows, 2);
-        assert_eq!(rest.sum, 12);
-        // A duplicated row does not cancel out, as it would with XOR.
+        assert_eq!(rest.hash, 12);
+        // A duplicated row does not cancel out of a sum.
         let mut dup = Digest::default();
         dup.add_row(9);
         dup.add_row(9);
-        assert_ne!(dup.sum, 0);
+        assert_ne!(dup.hash, 0);
+        // XOR digests subtract by XOR; a duplicate cancels its hash but not its count.
+        let mut whole = Digest::empty(RowHash::Crc32c);
+        let mut part = Digest::empty(RowHash::Crc32c);
+        for h in [u64::MAX, 5, 9, 9] {
+            whole.add_row(h);
+        }
+        part.add_row(u64::MAX);
+        let rest = whole.minus(part);
+        assert_eq!((rest.rows, rest.hash), (3, 5));
+        assert_ne!(rest, Digest::empty(RowHash::Crc32c));
+        assert_eq!(RowHash::parse("CRC32C-64"), Some(RowHash::Crc32c));
+        assert_eq!(RowHash::Md5.to_string(), "md5-64");
     }
 }

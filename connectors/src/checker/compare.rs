@@ -1,7 +1,7 @@
 //! [`TableCheck`]: chunk the table by key, compare chunk digests, bisect the chunks that
 //! differ down to rows, and name each differing row with its fix.
 
-use super::canonical::{Digest, hash_values};
+use super::canonical::{Digest, RowHash, hash_values};
 use super::fix::FixTarget;
 use super::key::{Key, KeyRange};
 use super::report::{CheckProgress, CheckReport, RowDifference, SideReport};
@@ -10,7 +10,8 @@ use super::sql::{Engine, SideColumn};
 use super::{CheckError, CheckOptions};
 use crate::event::{ColumnType, Value};
 use crate::sinks::table::TableName;
-use std::collections::{HashMap, VecDeque};
+use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,11 @@ pub struct ResolvedSchema {
     pub key: Vec<usize>,
     pub source_convert: Vec<bool>,
     pub sink_convert: Vec<bool>,
+    /// Each column's declared type on the source and on the sink (lowercase).
+    pub source_native: Vec<String>,
+    pub sink_native: Vec<String>,
+    /// Whether each column may be NULL on either side.
+    pub nullable: Vec<bool>,
 }
 
 /// Matches the sink's columns to the source's (exactly, else ignoring case) and picks each
@@ -51,6 +57,9 @@ pub fn resolve_schema(
         key: Vec::new(),
         source_convert: Vec::new(),
         sink_convert: Vec::new(),
+        source_native: Vec::new(),
+        sink_native: Vec::new(),
+        nullable: Vec::new(),
     };
     for c in &source.columns {
         let on_sink = sink.columns.iter().find(|s| s.name == c.name).or_else(|| {
@@ -99,6 +108,9 @@ pub fn resolve_schema(
         out.types.push(ty);
         out.source_convert.push(c.convert_to_utf8);
         out.sink_convert.push(s.convert_to_utf8);
+        out.source_native.push(c.native.to_ascii_lowercase());
+        out.sink_native.push(s.native.to_ascii_lowercase());
+        out.nullable.push(c.nullable || s.nullable);
     }
     if !missing.is_empty() {
         return Err(CheckError::MissingColumns {
@@ -129,6 +141,7 @@ pub struct TableCheck {
     schema: ResolvedSchema,
     fix: FixTarget,
     options: CheckOptions,
+    row_hash: RowHash,
 }
 
 impl TableCheck {
@@ -146,32 +159,50 @@ impl TableCheck {
         let (src_native, sink_native) =
             futures::try_join!(source.describe(source_table), sink.describe(sink_table))?;
         let schema = resolve_schema(&source_label, &src_native, &sink_label, &sink_native)?;
-        let side_columns = |names: &[String], convert: &[bool]| -> Vec<SideColumn> {
-            names
-                .iter()
-                .zip(&schema.types)
-                .zip(convert)
-                .map(|((name, ty), convert)| SideColumn {
-                    name: name.clone(),
-                    ty: ty.clone(),
-                    convert_to_utf8: *convert,
-                })
-                .collect()
-        };
+        let side_columns =
+            |names: &[String], convert: &[bool], native: &[String]| -> Vec<SideColumn> {
+                (0..names.len())
+                    .map(|i| SideColumn {
+                        name: names[i].clone(),
+                        ty: schema.types[i].clone(),
+                        convert_to_utf8: convert[i],
+                        native: native[i].clone(),
+                        nullable: schema.nullable[i],
+                    })
+                    .collect()
+            };
+        // CRC32C when both servers compute it (MariaDB ≥ 10.8), else the cross-engine MD5.
+        let row_hash = options.row_hash.unwrap_or(
+            if source.crc_support().is_some() && sink.crc_support().is_some() {
+                RowHash::Crc32c
+            } else {
+                RowHash::Md5
+            },
+        );
         let src_side = SqlSide::new(
             source.clone(),
             source_table.clone(),
-            side_columns(&schema.source_names, &schema.source_convert),
+            side_columns(
+                &schema.source_names,
+                &schema.source_convert,
+                &schema.source_native,
+            ),
             schema.key.clone(),
             options.hash_mode,
-        );
+        )
+        .with_row_hash(row_hash)?;
         let sink_side = SqlSide::new(
             sink.clone(),
             sink_table.clone(),
-            side_columns(&schema.sink_names, &schema.sink_convert),
+            side_columns(
+                &schema.sink_names,
+                &schema.sink_convert,
+                &schema.sink_native,
+            ),
             schema.key.clone(),
             options.hash_mode,
-        );
+        )
+        .with_row_hash(row_hash)?;
         let side_report = |db: &Database, table: &TableName, side: &SqlSide| SideReport {
             url: db.redacted_url(),
             table: table.to_string(),
@@ -201,10 +232,12 @@ impl TableCheck {
             schema,
             fix,
             options: options.clone(),
+            row_hash,
         })
     }
 
-    /// A check over sides of any kind (the seam for engines without a sqlx driver).
+    /// A check over sides of any kind (the seam for engines without a sqlx driver); both sides
+    /// hash rows with `row_hash`.
     #[allow(clippy::too_many_arguments)]
     pub fn from_sides(
         name: impl Into<String>,
@@ -216,6 +249,7 @@ impl TableCheck {
         sink_engine: Engine,
         sink_table: TableName,
         options: CheckOptions,
+        row_hash: RowHash,
     ) -> Self {
         let fix = FixTarget {
             engine: sink_engine,
@@ -237,6 +271,7 @@ impl TableCheck {
             schema,
             fix,
             options,
+            row_hash,
         }
     }
 
@@ -251,43 +286,56 @@ impl TableCheck {
     ) -> Result<CheckReport, CheckError> {
         let started = Instant::now();
         let chunk_size = self.options.chunk_size;
-        // Chunk boundaries come from the source by keyset pagination, one after the other;
-        // the digests of up to `parallelism` chunks run meanwhile as tasks, both sides at once.
-        let mut in_flight = VecDeque::new();
-        let mut lower: Option<Key> = None;
-        let mut more = true;
-        let mut p = CheckProgress::default();
-        let mut mismatched = Vec::new();
-        loop {
-            while more && in_flight.len() < self.options.parallelism {
-                let upper = self.source.boundary(lower.as_ref(), chunk_size).await?;
-                more = upper.is_some();
+        let parallelism = self.options.parallelism;
+        // One task walks the source's key index for chunk boundaries (keyset pagination)
+        // while up to `parallelism` chunks are digested on both sides as tasks, so the walk
+        // never waits for a digest and both databases stay busy.
+        let (mut ranges_tx, ranges_rx) = futures::channel::mpsc::channel::<KeyRange>(parallelism);
+        let source = self.source.clone();
+        let walk = async move {
+            let mut lower: Option<Key> = None;
+            loop {
+                let upper = source.boundary(lower.as_ref(), chunk_size).await?;
+                let last = upper.is_none();
                 let range = KeyRange {
                     lower: std::mem::replace(&mut lower, upper.clone()),
                     upper,
                 };
+                // A closed channel means the comparison stopped on an error of its own.
+                if ranges_tx.send(range).await.is_err() || last {
+                    return Ok::<(), CheckError>(());
+                }
+            }
+        };
+        let digests = ranges_rx
+            .map(|range| {
                 let (source, sink, r) = (self.source.clone(), self.sink.clone(), range.clone());
                 let task =
                     tokio::spawn(
                         async move { futures::try_join!(source.digest(&r), sink.digest(&r)) },
                     );
-                in_flight.push_back((range, task));
+                async move { (range, task.await) }
+            })
+            .buffered(parallelism);
+        let compare = async {
+            let mut p = CheckProgress::default();
+            let mut mismatched = Vec::new();
+            futures::pin_mut!(digests);
+            while let Some((range, joined)) = digests.next().await {
+                let (s, k) = joined
+                    .map_err(|e| CheckError::Invalid(format!("a digest task failed: {e}")))??;
+                p.chunks += 1;
+                p.source_rows += s.rows;
+                p.sink_rows += k.rows;
+                if s != k {
+                    p.mismatched_chunks += 1;
+                    mismatched.push((range, s, k));
+                }
+                progress(p);
             }
-            let Some((range, task)) = in_flight.pop_front() else {
-                break;
-            };
-            let (s, k) = task
-                .await
-                .map_err(|e| CheckError::Invalid(format!("a digest task failed: {e}")))??;
-            p.chunks += 1;
-            p.source_rows += s.rows;
-            p.sink_rows += k.rows;
-            if s != k {
-                p.mismatched_chunks += 1;
-                mismatched.push((range, s, k));
-            }
-            progress(p);
-        }
+            Ok((p, mismatched))
+        };
+        let ((), (mut p, mismatched)) = futures::try_join!(walk, compare)?;
 
         p.locating = true;
         let mut found = Findings::default();
@@ -323,6 +371,7 @@ impl TableCheck {
             extra,
             different,
             hash_mode: self.options.hash_mode,
+            hash: self.row_hash,
             elapsed_seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -8,7 +8,9 @@
 //!    of per-row hashes over a canonical encoding of the row ([`canonical`]). Where the
 //!    database can (MariaDB/MySQL, PostgreSQL, StarRocks, Oracle) the hash is computed by the
 //!    database's own `MD5` in one aggregate query; otherwise (SQLite, float and JSON columns)
-//!    the rows are streamed and hashed here with the same encoding, so the two agree.
+//!    the rows are streamed and hashed here with the same encoding, so the two agree. Between
+//!    two MariaDB ≥ 10.8 servers a cheaper hash is used: CRC32 and CRC32C of a compact row text
+//!    that reads most columns as they are ([`compact`]), XORed per chunk.
 //! 3. **Bisection.** A chunk whose digests differ is split at its middle row (again by keyset),
 //!    the left half digested on both sides and the right half derived by subtraction, until a
 //!    range holds at most `leaf_rows` rows; those rows are fetched from both sides and compared
@@ -20,6 +22,7 @@
 //! OpenLineage data-quality facets and a [`CheckOutcome`] per table.
 
 pub mod canonical;
+pub mod compact;
 mod compare;
 mod fix;
 mod key;
@@ -28,7 +31,7 @@ pub mod schedule;
 mod side;
 mod sql;
 
-pub use canonical::Digest;
+pub use canonical::{Digest, RowHash};
 pub use compare::{ResolvedSchema, TableCheck, check_table, parse_table_name, resolve_schema};
 pub use fix::{FixTarget, literal};
 pub use key::{Key, KeyRange};
@@ -38,7 +41,7 @@ pub use schedule::{
     tables_from_spec,
 };
 pub use side::{Database, HashMode, NativeColumn, NativeTable, SqlSide, TableSide};
-pub use sql::{Engine, SideColumn, Statement, TableSql};
+pub use sql::{Engine, HashSql, SideColumn, Statement, TableSql};
 
 /// How a check chunks, bisects and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,9 @@ pub struct CheckOptions {
     /// marked truncated and the rest are only counted.
     pub max_differences: usize,
     pub hash_mode: HashMode,
+    /// The per-row hash; `None` (the default) picks [`RowHash::Crc32c`] when both sides are
+    /// MariaDB ≥ 10.8 and [`RowHash::Md5`] otherwise.
+    pub row_hash: Option<RowHash>,
 }
 
 impl Default for CheckOptions {
@@ -64,6 +70,7 @@ impl Default for CheckOptions {
             parallelism: 2,
             max_differences: 1_000,
             hash_mode: HashMode::Auto,
+            row_hash: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What a check found, as the JSON `syncmesh check` prints.
 
 use super::HashMode;
+use super::canonical::RowHash;
 use super::sql::Engine;
 use serde::Serialize;
 
@@ -61,6 +62,8 @@ pub struct CheckReport {
     pub truncated: bool,
     pub equal: bool,
     pub hash_mode: HashMode,
+    /// The per-row hash both sides used: `crc32c-64` (MariaDB ↔ MariaDB) or `md5-64`.
+    pub hash: RowHash,
     pub elapsed_seconds: f64,
 }
 

@@ -4,9 +4,10 @@
 //! trait with the SQL [`TableSql`] already generates for Oracle.
 
 use super::CheckError;
-use super::canonical::{Digest, hash_values, sum_mod_2_64};
+use super::canonical::{Digest, RowHash, sum_mod_2_64};
+use super::compact::{crc_hash, row_hash_of};
 use super::key::{Key, KeyRange};
-use super::sql::{Engine, SideColumn, Statement, TableSql};
+use super::sql::{Engine, HashSql, SideColumn, Statement, TableSql};
 use crate::event::{ColumnType, Decimal, Value};
 use crate::sinks::table::{TableName, TableSinkUrl};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -56,6 +57,9 @@ pub struct Database {
     url: TableSinkUrl,
     engine: Engine,
     pool: Pool,
+    /// How this server computes the CRC32C row hash, `None` when it cannot (anything but
+    /// MariaDB ≥ 10.8).
+    crc: Option<HashSql>,
 }
 
 impl std::fmt::Debug for Database {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("url", &self.url)
             .field("engine", &self.engine)
+            .field("crc", &self.crc)
             .finish()
     }
 }
@@ -151,15 +156,25 @@ impl Database {
                 Pool::Sqlite(pool.connect_with(opts).await.map_err(connect_err)?)
             }
         };
+        let crc = match (&pool, engine) {
+            (Pool::MySql(p), Engine::MySql) => mariadb_crc_support(p).await,
+            _ => None,
+        };
         Ok(Self {
             url: parsed,
             engine,
             pool,
+            crc,
         })
     }
 
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// How this server computes the CRC32C row hash in SQL; `None` when it cannot.
+    pub fn crc_support(&self) -> Option<HashSql> {
+        self.crc
     }
 
     /// The URL without its password.
@@ -346,6 +361,56 @@ impl Database {
     }
 }
 
+/// Whether a MySQL-protocol server is MariaDB ≥ 10.8 (which has `CRC32C()`), and whether it
+/// evaluates the session-variable form of the CRC row hash left to right: both forms are run
+/// over two literal rows and compared with the hash computed here. Any failure means `None`
+/// (the MD5 hash, which every server computes, is used then).
+async fn mariadb_crc_support(pool: &MySqlPool) -> Option<HashSql> {
+    let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    if !mariadb_has_crc32c(&version) {
+        return None;
+    }
+    let expected = crc_hash(b"a\xff1") ^ crc_hash(b"bc\xff22");
+    let rows = "(SELECT 'a' AS a, 1 AS b UNION ALL SELECT 'bc', 22) t";
+    let text = "CONCAT_WS(CAST(X'FF' AS BINARY), t.a, t.b)";
+    for (form, hash) in [
+        (
+            HashSql::Crc32cOnce,
+            format!("(CRC32(@syncmesh_row := {text}) << 32) | CRC32C(@syncmesh_row)"),
+        ),
+        (
+            HashSql::Crc32cTwice,
+            format!("(CRC32({text}) << 32) | CRC32C({text})"),
+        ),
+    ] {
+        let sql = format!("SELECT CAST(BIT_XOR({hash}) AS CHAR) FROM {rows}");
+        let got: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+            .ok()?;
+        if got.and_then(|g| g.parse::<u64>().ok()) == Some(expected) {
+            return Some(form);
+        }
+    }
+    None
+}
+
+/// `10.11.19-MariaDB-0+deb12u1-log` and later than 10.8: yes; MySQL, TiDB: no.
+fn mariadb_has_crc32c(version: &str) -> bool {
+    if !version.to_ascii_lowercase().contains("mariadb") {
+        return false;
+    }
+    let version = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (10, 8),
+        _ => false,
+    }
+}
+
 fn sqlite_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -465,9 +530,30 @@ impl SqlSide {
             table,
             columns,
             key,
+            hash: HashSql::Md5,
         };
         let stream = mode == HashMode::Stream || !sql.hashable_in_sql();
         Self { db, sql, stream }
+    }
+
+    /// Hashes rows with `row_hash` (MD5 by default). CRC32C in SQL needs a server with
+    /// [`Database::crc_support`]; streamed rows are hashed here either way.
+    pub fn with_row_hash(mut self, row_hash: RowHash) -> Result<Self, CheckError> {
+        self.sql.hash = match row_hash {
+            RowHash::Md5 => HashSql::Md5,
+            RowHash::Crc32c if self.stream => HashSql::Crc32cTwice,
+            RowHash::Crc32c => self.db.crc.ok_or_else(|| {
+                CheckError::Unsupported(format!(
+                    "{}: the crc32c-64 row hash needs MariaDB 10.8 or later on both sides",
+                    self.db.redacted_url()
+                ))
+            })?,
+        };
+        Ok(self)
+    }
+
+    pub fn row_hash(&self) -> RowHash {
+        self.sql.hash.row_hash()
     }
 
     /// The SQL this side runs (for docs and tests).
@@ -580,11 +666,36 @@ impl SqlSide {
         Ok(out)
     }
 
+    /// The key of the row a boundary statement selects, if any.
+    async fn key_at(&self, st: &Statement) -> Result<Option<Key>, CheckError> {
+        let key = &self.sql.key;
+        macro_rules! run {
+            ($db:ty, $pool:expr) => {{
+                let args = args_for::<$db>(self.db.engine, &st).map_err(|e| self.err(&st, e))?;
+                let row = sqlx::query_with::<$db, _>(AssertSqlSafe(st.sql.clone()), args)
+                    .fetch_optional($pool)
+                    .await
+                    .map_err(|e| self.err(&st, e))?;
+                match row {
+                    Some(row) => Some(Key(self.decode(&row, key)?)),
+                    None => None,
+                }
+            }};
+        }
+        Ok(match &self.db.pool {
+            Pool::MySql(p) => run!(MySql, p),
+            Pool::Postgres(p) => run!(Postgres, p),
+            Pool::Sqlite(p) => run!(Sqlite, p),
+        })
+    }
+
     async fn stream_digest(&self, range: &KeyRange) -> Result<Digest, CheckError> {
         let st = self.sql.rows_sql(range);
         let all: Vec<usize> = (0..self.sql.columns.len()).collect();
         let types = self.types();
-        let mut digest = Digest::default();
+        let nullable: Vec<bool> = self.sql.columns.iter().map(|c| c.nullable).collect();
+        let row_hash = self.row_hash();
+        let mut digest = Digest::empty(row_hash);
         macro_rules! run {
             ($db:ty, $pool:expr) => {{
                 let args = args_for::<$db>(self.db.engine, &st).map_err(|e| self.err(&st, e))?;
@@ -592,7 +703,8 @@ impl SqlSide {
                     sqlx::query_with::<$db, _>(AssertSqlSafe(st.sql.clone()), args).fetch($pool);
                 while let Some(row) = rows.try_next().await.map_err(|e| self.err(&st, e))? {
                     let values = self.decode(&row, &all)?;
-                    let (_, h) = hash_values(&types, &values).map_err(|r| self.decode_err(0, r))?;
+                    let h = row_hash_of(row_hash, &types, &nullable, &values)
+                        .map_err(|r| self.decode_err(0, r))?;
                     digest.add_row(h);
                 }
             }};
@@ -613,26 +725,10 @@ impl TableSide for SqlSide {
     }
 
     async fn boundary(&self, after: Option<&Key>, limit: u64) -> Result<Option<Key>, CheckError> {
-        let st = self.sql.boundary_sql(after, limit.max(1));
-        let key = &self.sql.key;
-        macro_rules! run {
-            ($db:ty, $pool:expr) => {{
-                let args = args_for::<$db>(self.db.engine, &st).map_err(|e| self.err(&st, e))?;
-                let row = sqlx::query_with::<$db, _>(AssertSqlSafe(st.sql.clone()), args)
-                    .fetch_optional($pool)
-                    .await
-                    .map_err(|e| self.err(&st, e))?;
-                match row {
-                    Some(row) => Some(Key(self.decode(&row, key)?)),
-                    None => None,
-                }
-            }};
+        match self.key_at(&self.sql.boundary_sql(after, limit)).await? {
+            Some(key) => Ok(Some(key)),
+            None => self.key_at(&self.sql.last_key_sql(after)).await,
         }
-        Ok(match &self.db.pool {
-            Pool::MySql(p) => run!(MySql, p),
-            Pool::Postgres(p) => run!(Postgres, p),
-            Pool::Sqlite(p) => run!(Sqlite, p),
-        })
     }
 
     async fn digest(&self, range: &KeyRange) -> Result<Digest, CheckError> {
@@ -659,7 +755,8 @@ impl TableSide for SqlSide {
         };
         Ok(Digest {
             rows: u64::try_from(rows).unwrap_or(0),
-            sum: sum_mod_2_64(&sum).map_err(|r| self.decode_err(0, r))?,
+            hash: sum_mod_2_64(&sum).map_err(|r| self.decode_err(0, r))?,
+            row_hash: self.row_hash(),
         })
     }
 
@@ -740,4 +837,21 @@ fn args_for<DB: BindKey>(engine: Engine, st: &Statement) -> Result<DB::Arguments
         DB::add(&mut args, engine, value, ty).map_err(sqlx::Error::Encode)?;
     }
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_needs_mariadb_10_8() {
+        assert!(mariadb_has_crc32c("10.11.19-MariaDB-0+deb12u1-log"));
+        assert!(mariadb_has_crc32c("10.8.1-MariaDB"));
+        assert!(mariadb_has_crc32c("11.4.2-MariaDB"));
+        assert!(!mariadb_has_crc32c("10.6.18-MariaDB-log"));
+        assert!(!mariadb_has_crc32c("8.0.36"));
+        assert!(!mariadb_has_crc32c("8.0.11-TiDB-v7.5.0"));
+        // The replication-compatibility prefix of old clients.
+        assert!(mariadb_has_crc32c("5.5.5-10.11.6-MariaDB"));
+    }
 }

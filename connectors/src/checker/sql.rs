@@ -2,7 +2,7 @@
 //! keyset boundary query, the range predicates and the row fetch. Pure text, so the engines
 //! that do not run here (Oracle, StarRocks) are unit-tested like the others.
 
-use super::canonical::{NULL_FIELD, SEPARATOR, sql_hashable};
+use super::canonical::{NULL_FIELD, RowHash, SEPARATOR, sql_hashable};
 use super::key::{Key, KeyRange};
 use crate::event::{ColumnType, Value};
 use crate::sinks::table::{Dialect, TableName};
@@ -89,7 +89,39 @@ pub struct SideColumn {
     pub ty: ColumnType,
     /// MySQL only: the column's character set needs a conversion to utf8mb4 before hashing.
     pub convert_to_utf8: bool,
+    /// The type as this side declares it, lowercase (`decimal(18,2)`, `datetime(6)`); empty
+    /// when unknown. The compact text reads a column as it is when this type prints it in the
+    /// field's form.
+    pub native: String,
+    /// Whether the column may be NULL on either side (the compact text's NULL mask).
+    pub nullable: bool,
 }
+
+/// How a side's SQL computes the row hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashSql {
+    /// MD5 of the canonical text, summed.
+    #[default]
+    Md5,
+    /// CRC32 and CRC32C of the compact text, XORed; the text is built once and kept in a
+    /// session variable for the second CRC (the server passed the connect-time self-test).
+    Crc32cOnce,
+    /// The same hash with the text built twice, for a server where the variable form failed
+    /// the self-test.
+    Crc32cTwice,
+}
+
+impl HashSql {
+    pub fn row_hash(self) -> RowHash {
+        match self {
+            HashSql::Md5 => RowHash::Md5,
+            HashSql::Crc32cOnce | HashSql::Crc32cTwice => RowHash::Crc32c,
+        }
+    }
+}
+
+/// The session variable that holds a row's compact text between its two CRCs.
+const ROW_VARIABLE: &str = "@syncmesh_row";
 
 /// A statement and the values bound to its placeholders, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +189,7 @@ pub struct TableSql {
     pub columns: Vec<SideColumn>,
     /// Indexes into `columns`, in key order.
     pub key: Vec<usize>,
+    pub hash: HashSql,
 }
 
 impl TableSql {
@@ -214,8 +247,40 @@ impl TableSql {
         }
     }
 
-    /// The row hash (first 8 bytes of MD5) as a SQL integer expression.
+    /// MariaDB: the compact row text ([`super::compact`]) as one SQL expression.
+    pub fn compact_text_expr(&self) -> String {
+        let mut args = vec!["CAST(X'FF' AS BINARY)".to_string()];
+        let mask: Vec<String> = (0..self.columns.len())
+            .filter(|&i| self.columns[i].nullable)
+            .map(|i| format!("ISNULL({})", self.q(i)))
+            .collect();
+        match mask.len() {
+            0 => {}
+            1 => args.extend(mask),
+            _ => args.push(format!("CONCAT({})", mask.join(", "))),
+        }
+        args.extend(
+            (0..self.columns.len()).map(|i| mariadb_compact_field(&self.q(i), &self.columns[i])),
+        );
+        format!("CONCAT_WS({})", args.join(", "))
+    }
+
+    /// The row hash as a SQL integer expression: the first 8 bytes of MD5 of the canonical
+    /// text, or (MariaDB) `CRC32 << 32 | CRC32C` of the compact text.
     pub fn row_hash_expr(&self) -> String {
+        match self.hash {
+            HashSql::Crc32cOnce => {
+                let text = self.compact_text_expr();
+                return format!(
+                    "((CRC32({ROW_VARIABLE} := {text}) << 32) | CRC32C({ROW_VARIABLE}))"
+                );
+            }
+            HashSql::Crc32cTwice => {
+                let text = self.compact_text_expr();
+                return format!("((CRC32({text}) << 32) | CRC32C({text}))");
+            }
+            HashSql::Md5 => {}
+        }
         let text = self.row_text_expr();
         match self.engine {
             Engine::MySql => format!("CAST(CONV(LEFT(MD5({text}), 16), 16, 10) AS UNSIGNED)"),
@@ -229,15 +294,22 @@ impl TableSql {
         }
     }
 
-    /// `SELECT COUNT(*), <exact sum of row hashes as text> FROM t WHERE <range>`.
+    /// `SELECT COUNT(*), <exact sum (or XOR) of row hashes as text> FROM t WHERE <range>`.
     pub fn digest_sql(&self, range: &KeyRange) -> Statement {
         let h = self.row_hash_expr();
-        let sum = match self.engine {
-            Engine::MySql => format!("CAST(COALESCE(SUM({h}), 0) AS CHAR)"),
-            Engine::StarRocks => format!("CAST(COALESCE(SUM({h}), 0) AS STRING)"),
-            Engine::Postgres => format!("COALESCE(SUM({h}), 0)::text"),
-            Engine::Oracle => format!("TO_CHAR(NVL(SUM({h}), 0))"),
-            Engine::Sqlite => "'0'".into(),
+        let sum = match (self.engine, self.hash) {
+            // BIT_XOR is 0 over no rows; MariaDB's SUM of integers is an exact DECIMAL sum,
+            // which costs more than the CRCs.
+            (_, HashSql::Crc32cOnce | HashSql::Crc32cTwice) => {
+                format!("CAST(BIT_XOR({h}) AS CHAR)")
+            }
+            _ => match self.engine {
+                Engine::MySql => format!("CAST(COALESCE(SUM({h}), 0) AS CHAR)"),
+                Engine::StarRocks => format!("CAST(COALESCE(SUM({h}), 0) AS STRING)"),
+                Engine::Postgres => format!("COALESCE(SUM({h}), 0)::text"),
+                Engine::Oracle => format!("TO_CHAR(NVL(SUM({h}), 0))"),
+                Engine::Sqlite => "'0'".into(),
+            },
         };
         let mut b = Builder::new(self.engine);
         b.push(&format!(
@@ -248,11 +320,32 @@ impl TableSql {
         b.finish()
     }
 
-    /// The key of the `limit`-th row after `after` (or of the last row when fewer follow), by
-    /// keyset pagination: no OFFSET, the database walks the key index from `after`.
+    /// The key of the `limit`-th row after `after`, by keyset pagination: the database walks
+    /// the key index from `after` and skips `limit - 1` entries (no `OFFSET` from the start of
+    /// the table). No row when fewer follow: then [`Self::last_key_sql`].
     pub fn boundary_sql(&self, after: Option<&Key>, limit: u64) -> Statement {
-        let keys = self.key_list(false);
-        let desc = self.key_list(true);
+        let skip = limit.max(1) - 1;
+        let mut b = self.key_select(after);
+        b.push(&format!(" ORDER BY {}", self.key_list(false)));
+        match self.engine {
+            Engine::Oracle => b.push(&format!(" OFFSET {skip} ROWS FETCH FIRST 1 ROWS ONLY")),
+            _ => b.push(&format!(" LIMIT 1 OFFSET {skip}")),
+        }
+        b.finish()
+    }
+
+    /// The key of the last row after `after` (through the key index, backwards).
+    pub fn last_key_sql(&self, after: Option<&Key>) -> Statement {
+        let mut b = self.key_select(after);
+        b.push(&format!(" ORDER BY {}", self.key_list(true)));
+        match self.engine {
+            Engine::Oracle => b.push(" FETCH FIRST 1 ROWS ONLY"),
+            _ => b.push(" LIMIT 1"),
+        }
+        b.finish()
+    }
+
+    fn key_select(&self, after: Option<&Key>) -> Builder {
         let selected = self
             .key
             .iter()
@@ -261,7 +354,7 @@ impl TableSql {
             .join(", ");
         let mut b = Builder::new(self.engine);
         b.push(&format!(
-            "SELECT {selected} FROM (SELECT {keys} FROM {}",
+            "SELECT {selected} FROM {}",
             self.engine.quote_table(&self.table)
         ));
         let range = KeyRange {
@@ -269,15 +362,7 @@ impl TableSql {
             upper: None,
         };
         self.push_where(&mut b, &range);
-        match self.engine {
-            Engine::Oracle => b.push(&format!(
-                " ORDER BY {keys} FETCH FIRST {limit} ROWS ONLY) s ORDER BY {desc} FETCH FIRST 1 ROWS ONLY"
-            )),
-            _ => b.push(&format!(
-                " ORDER BY {keys} LIMIT {limit}) s ORDER BY {desc} LIMIT 1"
-            )),
-        }
-        b.finish()
+        b
     }
 
     /// Every column of the rows in `range`, ordered by key, in the form the driver decodes.
@@ -309,6 +394,12 @@ impl TableSql {
                 format!("CAST({q} AS CHAR)")
             }
             (Engine::MySql, ColumnType::Float) => format!("CAST({q} AS DOUBLE)"),
+            // A sink DATETIME holding a source DATE reads back as a date, a TIMESTAMP (which
+            // the driver does not decode as a naive time) as the session's (UTC) time.
+            (Engine::MySql, ColumnType::Date) => format!("CAST({q} AS DATE)"),
+            (Engine::MySql, ColumnType::Timestamp | ColumnType::TimestampTz) => {
+                format!("CAST({q} AS DATETIME(6))")
+            }
             (Engine::Postgres, ColumnType::Int) => format!("({q})::int8"),
             (Engine::Postgres, ColumnType::Bool) => format!("({q})::bool"),
             (Engine::Postgres, ColumnType::Float) => format!("({q})::float8"),
@@ -415,6 +506,62 @@ fn mysql_field(engine: Engine, q: &str, c: &SideColumn) -> String {
     }
 }
 
+/// A column's field of the compact text: the column as it is where its declared type prints
+/// the field's form, else converted to it.
+fn mariadb_compact_field(q: &str, c: &SideColumn) -> String {
+    let native = c.native.as_str();
+    let zerofill = native.contains("zerofill");
+    let integer = !zerofill
+        && [
+            "tinyint",
+            "smallint",
+            "mediumint",
+            "int",
+            "integer",
+            "bigint",
+            "year",
+        ]
+        .iter()
+        .any(|t| native.split(['(', ' ']).next() == Some(*t));
+    match &c.ty {
+        ColumnType::Int if integer => q.to_string(),
+        ColumnType::Int => format!("CAST({q} AS DECIMAL(65,0))"),
+        ColumnType::Bool => format!("({q} <> 0)"),
+        ColumnType::Decimal { scale, .. } => {
+            let same_scale = !zerofill && native_decimal_scale(native) == Some(*scale);
+            if same_scale || (integer && *scale == 0) {
+                q.to_string()
+            } else {
+                format!("CAST({q} AS DECIMAL(65,{scale}))")
+            }
+        }
+        ColumnType::String { .. } if c.convert_to_utf8 => format!("CONVERT({q} USING utf8mb4)"),
+        ColumnType::String { .. } => q.to_string(),
+        ColumnType::Bytes => format!("HEX({q})"),
+        ColumnType::Date if native == "date" => q.to_string(),
+        ColumnType::Date => format!("CAST({q} AS DATE)"),
+        ColumnType::Timestamp | ColumnType::TimestampTz
+            if native == "datetime(6)" || native == "timestamp(6)" =>
+        {
+            q.to_string()
+        }
+        ColumnType::Timestamp | ColumnType::TimestampTz => format!("CAST({q} AS DATETIME(6))"),
+        ColumnType::Float | ColumnType::Array(_) => format!("CAST({q} AS CHAR)"),
+    }
+}
+
+/// The scale of a declared `decimal(p,s)` / `numeric(p,s)` (optionally `unsigned`).
+fn native_decimal_scale(native: &str) -> Option<u8> {
+    let rest = native
+        .strip_prefix("decimal(")
+        .or_else(|| native.strip_prefix("numeric("))?;
+    let (inner, tail) = rest.split_once(')')?;
+    if !(tail.is_empty() || tail == " unsigned") {
+        return None;
+    }
+    inner.split_once(',')?.1.trim().parse().ok()
+}
+
 fn postgres_field(q: &str, ty: &ColumnType) -> String {
     match ty {
         ColumnType::Int => format!("({q})::text"),
@@ -468,6 +615,8 @@ mod tests {
             name: name.into(),
             ty,
             convert_to_utf8: false,
+            native: String::new(),
+            nullable: name != "id",
         };
         TableSql {
             engine,
@@ -491,6 +640,7 @@ mod tests {
                 col("photo", ColumnType::Bytes),
             ],
             key,
+            hash: HashSql::Md5,
         }
     }
 
@@ -555,9 +705,16 @@ mod tests {
         let b = t.boundary_sql(r.lower.as_ref(), 1000);
         assert_eq!(
             b.sql,
-            "SELECT \"id\", \"ccy\" FROM (SELECT \"id\", \"ccy\" FROM \"bank\".\"accounts\" WHERE \
-             ((\"id\" > :1) OR (\"id\" = :2 AND \"ccy\" > :3)) ORDER BY \"id\", \"ccy\" FETCH FIRST 1000 ROWS ONLY) s \
-             ORDER BY \"id\" DESC, \"ccy\" DESC FETCH FIRST 1 ROWS ONLY"
+            "SELECT \"id\", \"ccy\" FROM \"bank\".\"accounts\" WHERE \
+             ((\"id\" > :1) OR (\"id\" = :2 AND \"ccy\" > :3)) ORDER BY \"id\", \"ccy\" \
+             OFFSET 999 ROWS FETCH FIRST 1 ROWS ONLY"
+        );
+        let last = t.last_key_sql(r.lower.as_ref());
+        assert_eq!(
+            last.sql,
+            "SELECT \"id\", \"ccy\" FROM \"bank\".\"accounts\" WHERE \
+             ((\"id\" > :1) OR (\"id\" = :2 AND \"ccy\" > :3)) ORDER BY \"id\" DESC, \"ccy\" DESC \
+             FETCH FIRST 1 ROWS ONLY"
         );
     }
 
@@ -575,7 +732,11 @@ mod tests {
         let b = t.boundary_sql(None, 10);
         assert_eq!(
             b.sql,
-            "SELECT `id` FROM (SELECT `id` FROM `bank`.`accounts` ORDER BY `id` LIMIT 10) s ORDER BY `id` DESC LIMIT 1"
+            "SELECT `id` FROM `bank`.`accounts` ORDER BY `id` LIMIT 1 OFFSET 9"
+        );
+        assert_eq!(
+            t.last_key_sql(None).sql,
+            "SELECT `id` FROM `bank`.`accounts` ORDER BY `id` DESC LIMIT 1"
         );
     }
 
@@ -592,7 +753,8 @@ mod tests {
         };
         assert_eq!(
             t.rows_sql(&r).sql,
-            "SELECT `id`, `ccy`, CAST(`balance` AS CHAR), `opened`, `photo` FROM `bank`.`accounts` \
+            "SELECT `id`, `ccy`, CAST(`balance` AS CHAR), CAST(`opened` AS DATETIME(6)), `photo` \
+             FROM `bank`.`accounts` \
              WHERE ((`balance` < CAST(? AS DECIMAL(65,30))) OR (`balance` = CAST(? AS DECIMAL(65,30)) AND `id` <= ?)) \
              ORDER BY `balance`, `id`"
         );
@@ -602,5 +764,60 @@ mod tests {
             "CONCAT(LENGTH(CONVERT(`ccy` USING utf8mb4)), ':', CONVERT(`ccy` USING utf8mb4))"
         ));
         assert!(!table(Engine::Sqlite, vec![0]).hashable_in_sql());
+    }
+
+    #[test]
+    fn mariadb_crc_digest_reads_columns_as_they_are_where_it_can() {
+        let mut t = table(Engine::MySql, vec![0]);
+        t.hash = HashSql::Crc32cOnce;
+        for (c, native) in t.columns.iter_mut().zip([
+            "bigint(20)",
+            "varchar(3)",
+            "decimal(18,2)",
+            "datetime(6)",
+            "varbinary(10)",
+        ]) {
+            c.native = native.into();
+        }
+        let s = t.digest_sql(&range(10, 20));
+        let text = "CONCAT_WS(CAST(X'FF' AS BINARY), CONCAT(ISNULL(`ccy`), ISNULL(`balance`), \
+                    ISNULL(`opened`), ISNULL(`photo`)), `id`, `ccy`, `balance`, `opened`, HEX(`photo`))";
+        assert_eq!(
+            s.sql,
+            format!(
+                "SELECT COUNT(*), CAST(BIT_XOR(((CRC32(@syncmesh_row := {text}) << 32) | \
+                 CRC32C(@syncmesh_row))) AS CHAR) FROM `bank`.`accounts` WHERE `id` > ? AND `id` <= ?"
+            )
+        );
+        t.hash = HashSql::Crc32cTwice;
+        assert_eq!(
+            t.row_hash_expr(),
+            format!("((CRC32({text}) << 32) | CRC32C({text}))")
+        );
+        assert_eq!(t.hash.row_hash(), RowHash::Crc32c);
+
+        // Declared types without the field's form are converted; NOT NULL columns leave the mask.
+        for (c, native) in t.columns.iter_mut().zip([
+            "int(10) unsigned zerofill",
+            "varchar(3)",
+            "decimal(18,3)",
+            "datetime(3)",
+            "blob",
+        ]) {
+            c.native = native.into();
+            c.nullable = false;
+        }
+        t.columns[1].convert_to_utf8 = true;
+        assert_eq!(
+            t.compact_text_expr(),
+            "CONCAT_WS(CAST(X'FF' AS BINARY), CAST(`id` AS DECIMAL(65,0)), CONVERT(`ccy` USING utf8mb4), \
+             CAST(`balance` AS DECIMAL(65,2)), CAST(`opened` AS DATETIME(6)), HEX(`photo`))"
+        );
+        assert_eq!(native_decimal_scale("decimal(20,4) unsigned"), Some(4));
+        assert_eq!(
+            native_decimal_scale("decimal(20,4) unsigned zerofill"),
+            None
+        );
+        assert_eq!(native_decimal_scale("double"), None);
     }
 }

@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use syncmesh_connectors::checker::{
-    CheckOptions, CheckProgress, CheckReport, HashMode, check_table, parse_table_name,
+    CheckOptions, CheckProgress, CheckReport, HashMode, RowHash, check_table, parse_table_name,
     tables_from_spec,
 };
 use syncmesh_connectors::sinks::table::TableName;
@@ -49,9 +49,26 @@ pub struct CheckArgs {
     /// Stream every row and hash it in syncmesh instead of in the databases' SQL.
     #[arg(long)]
     pub stream: bool,
+    /// The per-row hash: `auto` (`crc32c-64` when both sides are MariaDB 10.8 or later, else
+    /// `md5-64`), `md5-64` or `crc32c-64`.
+    #[arg(long, default_value = "auto", value_parser = parse_hash)]
+    pub hash: HashChoice,
     /// No progress display, even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--hash`: a row hash, or `None` for auto.
+#[derive(Clone, Copy, Debug)]
+pub struct HashChoice(Option<RowHash>);
+
+fn parse_hash(text: &str) -> Result<HashChoice, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(HashChoice(None));
+    }
+    RowHash::parse(text)
+        .map(|h| HashChoice(Some(h)))
+        .ok_or_else(|| format!("`{text}` is not a row hash (auto, md5-64, crc32c-64)"))
 }
 
 /// One table to check.
@@ -72,6 +89,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         } else {
             HashMode::Auto
         },
+        row_hash: args.hash.0,
         ..CheckOptions::default()
     };
     let (pipeline, jobs) = match (&args.pipeline, &args.source, &args.sink) {
