@@ -99,6 +99,7 @@ async fn url_mode_reports_differences_and_their_fix() {
     assert_eq!(report["chunks"], 8, "{report}");
     assert_eq!(report["mismatchedChunks"], 0);
     assert_eq!(report["diffRatio"], 0.0);
+    assert_eq!(report["hash"], "md5-64", "{report}");
 
     exec(&sink_pool, "DELETE FROM accounts WHERE id = 17").await;
     exec(
@@ -206,6 +207,12 @@ async fn bad_input_exits_2_and_names_the_problem() {
             "chunk size",
         ),
         (vec!["--source", &source, "--sink", &sink], "--table"),
+        (
+            vec![
+                "--source", &source, "--sink", &sink, "--table", "accounts", "--hash", "sha1",
+            ],
+            "not a row hash",
+        ),
         (vec![], "give a pipeline manifest"),
         (vec![missing.to_str().unwrap_or("")], "cannot read manifest"),
     ];
@@ -352,6 +359,32 @@ async fn mariadb_and_postgres_through_the_cli() {
         ),
         ("sql".into(), "sql".into())
     );
+    // Across engines the hash is MD5; CRC32C needs MariaDB on both sides.
+    assert_eq!(report["hash"], "md5-64");
+    let (code, _, stderr) = check(&[&args[..], &["--hash", "crc32c-64"]].concat());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("needs MariaDB 10.8"), "{stderr}");
+    // MariaDB to MariaDB: CRC32C by default, MD5 on request, both equal.
+    let copy = format!("{table}_copy");
+    run_my(format!("CREATE TABLE {copy} AS SELECT * FROM {table}")).await;
+    run_my(format!("ALTER TABLE {copy} ADD PRIMARY KEY (id)")).await;
+    let my_args = [
+        "--source",
+        &my,
+        "--sink",
+        &my,
+        "--table",
+        &table,
+        "--sink-table",
+        &copy,
+    ];
+    for (extra, hash) in [(None, "crc32c-64"), (Some("md5-64"), "md5-64")] {
+        let hash_args: Vec<&str> = extra.map(|h| vec!["--hash", h]).unwrap_or_default();
+        let (code, report, stderr) = check(&[&my_args[..], &hash_args].concat());
+        assert_eq!(code, 0, "{stderr}\n{report}");
+        assert_eq!(report["hash"], hash, "{report}");
+    }
+    run_my(format!("DROP TABLE {copy}")).await;
     run_pg(format!(
         "UPDATE {table} SET t = t + interval '1 microsecond' WHERE id = 60"
     ))

@@ -9,13 +9,15 @@
 //!
 //! Variables: `SYNCMESH_CHECKER_BENCH_ROWS` (rows per table, default 10,000,000),
 //! `SYNCMESH_CHECKER_BENCH_CHUNK` (chunk size, default 10,000),
-//! `SYNCMESH_CHECKER_BENCH_PARALLELISM` (chunks in flight, default 2). Needs
+//! `SYNCMESH_CHECKER_BENCH_PARALLELISM` (chunks in flight, default 2),
+//! `SYNCMESH_CHECKER_BENCH_MD5` (`0` skips the round with the cross-engine MD5 hash). Needs
 //! `SYNCMESH_MYSQL_URL`; the tables live in a database of their own, dropped at the end.
+//! Both tables are on one MariaDB ≥ 10.8 server, so the checker uses its CRC32C row hash.
 
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::MySqlPool;
 use std::time::{Duration, Instant};
-use syncmesh_connectors::checker::{CheckOptions, CheckReport, Database, TableCheck};
+use syncmesh_connectors::checker::{CheckOptions, CheckReport, Database, RowHash, TableCheck};
 use syncmesh_connectors::sinks::table::TableName;
 use syncmesh_tests::sql::MysqlScratch;
 
@@ -124,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let db = Database::connect(&scratch.url, options.parallelism as u32 + 1).await?;
+    // Both sides share the pool: a connection per chunk in flight on each side, and the walk.
+    let db = Database::connect(&scratch.url, 2 * options.parallelism as u32 + 1).await?;
     // Warm-up: one pass of each reads both tables once, so neither tool pays the cold reads.
     checksum(pool, "src", "snk").await?;
     check(&db, "src", "snk", &options).await?;
@@ -136,15 +139,35 @@ async fn main() -> anyhow::Result<()> {
         let (t_check, report) = check(&db, "src", "snk", &options).await?;
         assert!(same && report.equal, "equal tables must compare equal");
         println!(
-            "round {round}: CHECKSUM TABLE src, snk {:.2}s | checker {:.2}s ({} chunks, hashed in {}) | ratio {:.2}",
+            "round {round}: CHECKSUM TABLE src, snk {:.2}s | checker {:.2}s ({} chunks, {} hashed in {}) | ratio {:.2}",
             t_sum.as_secs_f64(),
             t_check.as_secs_f64(),
             report.chunks,
+            report.hash,
             report.source.hashed_in,
             t_check.as_secs_f64() / t_sum.as_secs_f64()
         );
         best_sum = best_sum.min(t_sum);
         best_check = best_check.min(t_check);
+    }
+
+    // The cross-engine MD5 hash on the same tables, for comparison.
+    let mut md5_ratio = None;
+    if env_u64("SYNCMESH_CHECKER_BENCH_MD5", 1) != 0 {
+        let md5 = CheckOptions {
+            row_hash: Some(RowHash::Md5),
+            ..options.clone()
+        };
+        let (t_sum, _) = checksum(pool, "src", "snk").await?;
+        let (t_check, report) = check(&db, "src", "snk", &md5).await?;
+        assert!(report.equal && report.hash == RowHash::Md5);
+        let ratio = t_check.as_secs_f64() / t_sum.as_secs_f64();
+        println!(
+            "md5-64 for comparison: CHECKSUM TABLE src, snk {:.2}s | checker {:.2}s | ratio {ratio:.2}",
+            t_sum.as_secs_f64(),
+            t_check.as_secs_f64(),
+        );
+        md5_ratio = Some(ratio);
     }
 
     // Plant differences: 3 deleted, 3 altered (decimal, text, timestamp), 2 added.
@@ -196,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "RESULT rows={rows} checksum_table_s={:.2} checker_s={:.2} ratio={:.2} checker_rows_per_s={:.0} \
-         with_differences: checksum_table_s={:.2} checker_s={:.2} ratio={:.2} located={}/8",
+         with_differences: checksum_table_s={:.2} checker_s={:.2} ratio={:.2} located={}/8 hash={} md5_ratio={}",
         best_sum.as_secs_f64(),
         best_check.as_secs_f64(),
         best_check.as_secs_f64() / best_sum.as_secs_f64(),
@@ -204,7 +227,9 @@ async fn main() -> anyhow::Result<()> {
         t_sum_diff.as_secs_f64(),
         t_check_diff.as_secs_f64(),
         t_check_diff.as_secs_f64() / t_sum_diff.as_secs_f64(),
-        report.differing_rows
+        report.differing_rows,
+        report.hash,
+        md5_ratio.map_or("-".into(), |r| format!("{r:.2}"))
     );
     db.close().await;
     scratch.drop_database().await?;
