@@ -9,6 +9,7 @@
 //! DEPENDING ON and REDEFINES bookkeeping.
 
 use super::encoding::Encoding;
+use super::fast::{self, FieldShape, INVALID, NEG, ShapeKind, Step};
 use super::layout::{FieldKind, Layout, LayoutError, SignPosition};
 use super::numeric::{self, FAST_DIGITS};
 use super::row::{Cell, Row, RowBuffer};
@@ -164,8 +165,8 @@ struct Selector {
     cases: Vec<(Vec<u8>, String)>,
 }
 
-const INVALID: u8 = 0xFF;
-const NEG: u8 = 0x10;
+/// The most cells a compiled layout unrolls to; larger tables take the general code.
+const MAX_STEPS: usize = 1 << 16;
 
 /// Decodes records of one layout. Build it once; `decode_row` does not allocate once its
 /// buffer has grown to the size of a record.
@@ -189,6 +190,13 @@ pub struct RecordDecoder {
     utf8_text: bool,
     /// byte -> UTF-8 per single-byte encoding, indexed by `Encoding::ALL` order.
     utf8_tables: Vec<Option<Box<numeric::Utf8Table>>>,
+    /// The compiled decode (see `fast`), for layouts without OCCURS DEPENDING ON or a
+    /// selector whose fields all compile.
+    steps: Option<Vec<Step>>,
+    /// The record length below which the compiled steps would read out of bounds.
+    fast_need: usize,
+    /// Scratch bytes the compiled steps may write.
+    scratch_need: usize,
 }
 
 fn binary_precision(len: usize, signed: bool) -> u8 {
@@ -403,6 +411,12 @@ impl RecordDecoder {
         let utf8_text = plans
             .iter()
             .any(|p| matches!(p.op, Op::Text(e) if e.code_points().is_none()));
+        let steps = if odo.is_empty() && selector.is_none() {
+            compile_steps(&plans)
+        } else {
+            None
+        };
+        let (fast_need, scratch_need) = steps.as_deref().map_or((0, 0), fast::bounds);
         Ok(Self {
             plans,
             columns,
@@ -417,6 +431,9 @@ impl RecordDecoder {
             zone: enc.digit(0),
             utf8_text,
             utf8_tables,
+            steps,
+            fast_need,
+            scratch_need,
         })
     }
 
@@ -443,6 +460,29 @@ impl RecordDecoder {
         Ok(())
     }
 
+    /// `decode` through the general code alone, never the compiled steps: the reference the
+    /// compiled decode is tested and fuzzed against.
+    #[doc(hidden)]
+    pub fn decode_general(&self, record: &[u8]) -> Result<Vec<Value>, FieldError> {
+        let mut buf = RowBuffer::default();
+        let text = if self.utf8_text {
+            std::str::from_utf8(record).ok()
+        } else {
+            None
+        };
+        self.fill(record, text, &mut buf)?;
+        buf.used = buf.scratch.len();
+        let scratch = std::str::from_utf8(&buf.scratch).unwrap_or_default();
+        Ok(Row {
+            cells: &buf.cells,
+            record: text.unwrap_or(""),
+            scratch,
+            wide: &buf.wide,
+            columns: self.plans.len(),
+        }
+        .to_values())
+    }
+
     /// Decodes one record into `buf` and returns its values, borrowed from `record` and
     /// `buf`: the allocation-free form of `decode`.
     pub fn decode_row<'a>(
@@ -450,18 +490,28 @@ impl RecordDecoder {
         record: &'a [u8],
         buf: &'a mut RowBuffer,
     ) -> Result<Row<'a>, FieldError> {
-        buf.cells.clear();
-        buf.scratch.clear();
         // One check of the whole record lets every ASCII text field borrow from it.
         let text = if self.utf8_text {
             std::str::from_utf8(record).ok()
         } else {
             None
         };
-        self.fill(record, text, buf)?;
+        let fast = self.compiled(record, text, buf);
+        match fast {
+            Some(used) => buf.used = used,
+            None => {
+                // The general code: every layout, and the exact error for a bad record.
+                buf.cells.clear();
+                buf.scratch.clear();
+                buf.wide.clear();
+                self.fill(record, text, buf)?;
+                buf.used = buf.scratch.len();
+            }
+        }
         let buf: &'a RowBuffer = buf;
+        let scratch = buf.scratch.get(..buf.used).unwrap_or_default();
         // The scratch holds transcoded or validated text only; this cannot fail.
-        let scratch = std::str::from_utf8(&buf.scratch).map_err(|u| FieldError {
+        let scratch = std::str::from_utf8(scratch).map_err(|u| FieldError {
             field: "(text)".into(),
             offset: 0,
             reason: FieldErrorKind::InvalidText {
@@ -472,8 +522,49 @@ impl RecordDecoder {
             cells: &buf.cells,
             record: text.unwrap_or(""),
             scratch,
+            wide: &buf.wide,
             columns: self.plans.len(),
         })
+    }
+
+    /// The compiled decode of `record` into `buf` (cells, scratch and wide decimals from the
+    /// start): the scratch bytes used, or `None` when the general code must decode it.
+    #[inline]
+    pub(crate) fn compiled(
+        &self,
+        record: &[u8],
+        text: Option<&str>,
+        buf: &mut RowBuffer,
+    ) -> Option<usize> {
+        let steps = self.steps.as_deref()?;
+        if record.len() < self.fast_need {
+            return None;
+        }
+        buf.wide.clear();
+        buf.cells.resize(steps.len(), Cell::Null);
+        if buf.scratch.len() < self.scratch_need {
+            buf.scratch.resize(self.scratch_need, 0);
+        }
+        let tables = fast::Tables {
+            zones: u64::from(self.zone) * fast::ONES,
+            punch: &self.punch,
+            plus: self.plus,
+            minus: self.minus,
+        };
+        let wide = &mut buf.wide;
+        fast::run(
+            steps,
+            &tables,
+            record,
+            text,
+            &mut buf.cells,
+            &mut buf.scratch,
+            |plan, off| {
+                let p = self.plans.get(plan)?;
+                // Numbers only: they write no text to the scratch buffer.
+                self.cell(p, record, off, None, &mut Vec::new(), wide).ok()
+            },
+        )
     }
 
     fn fill(
@@ -502,10 +593,10 @@ impl RecordDecoder {
             let off = c.offset - shifts[c.odo_prefix];
             self.scalar(c, record, off, text, buf)
                 .map_err(|r| c.error(off, r))?;
-            let n = match buf.cells.pop() {
-                Some(Cell::Int(n)) => i128::from(n),
-                Some(Cell::Decimal(d)) => d.unscaled,
-                _ => -1,
+            let n = match pop_number(buf) {
+                Some(Ok(n)) => i128::from(n),
+                Some(Err(d)) => d.unscaled,
+                None => -1,
             };
             if n < t.min as i128 || n > t.max as i128 {
                 return Err(c.error(
@@ -578,10 +669,10 @@ impl RecordDecoder {
             _ => {
                 self.scalar(p, record, p.offset, text, buf)
                     .map_err(|r| p.error(p.offset, r))?;
-                let key = match buf.cells.pop() {
-                    Some(Cell::Int(i)) => i.to_string(),
-                    Some(Cell::Decimal(d)) => d.to_string(),
-                    _ => String::new(),
+                let key = match pop_number(buf) {
+                    Some(Ok(i)) => i.to_string(),
+                    Some(Err(d)) => d.to_string(),
+                    None => String::new(),
                 };
                 value = self.options.encoding.encode(&key).unwrap_or_default();
                 &value
@@ -648,6 +739,21 @@ impl RecordDecoder {
         text: Option<&str>,
         buf: &mut RowBuffer,
     ) -> Result<(), FieldErrorKind> {
+        let cell = self.cell(p, record, off, text, &mut buf.scratch, &mut buf.wide)?;
+        buf.cells.push(cell);
+        Ok(())
+    }
+
+    /// The cell of the field (element) at `off`.
+    fn cell(
+        &self,
+        p: &Plan,
+        record: &[u8],
+        off: usize,
+        text: Option<&str>,
+        scratch: &mut Vec<u8>,
+        wide: &mut Vec<Decimal>,
+    ) -> Result<Cell, FieldErrorKind> {
         let bytes = match record.get(off..off + p.len) {
             Some(b) => b,
             None if matches!(p.op, Op::Text(_)) && self.options.allow_short_text => {
@@ -661,13 +767,13 @@ impl RecordDecoder {
             }
         };
         let cell = match p.op {
-            Op::Text(enc) => self.text(enc, bytes, off, text, &mut buf.scratch)?,
+            Op::Text(enc) => self.text(enc, bytes, off, text, scratch)?,
             Op::Zoned { sign, signed } => {
                 let (neg, mag) = match self.zoned_fast(bytes, sign, signed) {
                     Some((neg, mag)) => (neg, u128::from(mag)),
                     None => self.zoned(bytes, off, sign, signed)?,
                 };
-                number(p, neg, mag)
+                number(p, neg, mag, wide)
             }
             Op::Packed { signed } => {
                 let (neg, mag) = match numeric::packed(bytes, signed) {
@@ -678,7 +784,7 @@ impl RecordDecoder {
                 if mag >= p.limit {
                     return Err(FieldErrorKind::TooManyDigits { digits: p.digits });
                 }
-                number(p, neg, mag)
+                number(p, neg, mag, wide)
             }
             Op::Binary { signed } => {
                 let mut be = [0u8; 8];
@@ -697,12 +803,11 @@ impl RecordDecoder {
                 if p.int {
                     Cell::Int(v as i64)
                 } else {
-                    Cell::Decimal(Decimal::new(v, p.scale))
+                    decimal(v, p.scale, wide)
                 }
             }
         };
-        buf.cells.push(cell);
-        Ok(())
+        Ok(cell)
     }
 
     /// Text trimmed on the right: borrowed from the record when it is UTF-8 as a whole,
@@ -862,13 +967,99 @@ impl RecordDecoder {
 }
 
 #[inline]
-fn number(p: &Plan, neg: bool, mag: u128) -> Cell {
+fn number(p: &Plan, neg: bool, mag: u128, wide: &mut Vec<Decimal>) -> Cell {
     let v = if neg { -(mag as i128) } else { mag as i128 };
     if p.int {
         Cell::Int(v as i64)
     } else {
-        Cell::Decimal(Decimal::new(v, p.scale))
+        decimal(v, p.scale, wide)
     }
+}
+
+/// A decimal cell: inline when the unscaled value fits an i64, else in `wide`.
+fn decimal(unscaled: i128, scale: u8, wide: &mut Vec<Decimal>) -> Cell {
+    match i64::try_from(unscaled) {
+        Ok(v) => Cell::Decimal(v, scale),
+        Err(_) => {
+            wide.push(Decimal::new(unscaled, scale));
+            Cell::Wide((wide.len() - 1) as u32)
+        }
+    }
+}
+
+/// Takes the number the last `scalar` pushed: `Ok` an integer, `Err` a decimal.
+fn pop_number(buf: &mut RowBuffer) -> Option<Result<i64, Decimal>> {
+    match buf.cells.pop()? {
+        Cell::Int(i) => Some(Ok(i)),
+        Cell::Decimal(u, scale) => Some(Err(Decimal::new(i128::from(u), scale))),
+        Cell::Wide(i) => buf.wide.get(i as usize).copied().map(Err),
+        _ => None,
+    }
+}
+
+/// The compiled steps of a layout whose fields all sit at fixed offsets (fixed OCCURS
+/// unrolled), or `None` if one needs the general code.
+fn compile_steps(plans: &[Plan]) -> Option<Vec<Step>> {
+    fn unroll(
+        plan: usize,
+        shape: &FieldShape,
+        dims: &[Dim],
+        base: usize,
+        steps: &mut Vec<Step>,
+    ) -> Option<()> {
+        let Some((d, rest)) = dims.split_first() else {
+            let step = match fast::compile(shape, base) {
+                Some(step) => step,
+                None if !matches!(shape.kind, ShapeKind::Text { .. }) => Step::General {
+                    plan: u32::try_from(plan).ok()?,
+                    off: u32::try_from(base).ok()?,
+                    end: u32::try_from(base + shape.len).ok()?,
+                },
+                None => return None,
+            };
+            steps.push(step);
+            return (steps.len() <= MAX_STEPS).then_some(());
+        };
+        let at = steps.len();
+        steps.push(Step::Array { len: 0, span: 0 });
+        for i in 0..d.max {
+            unroll(plan, shape, rest, base + i * d.stride, steps)?;
+        }
+        steps[at] = Step::Array {
+            len: u32::try_from(d.max).ok()?,
+            span: u32::try_from(steps.len() - at - 1).ok()?,
+        };
+        Some(())
+    }
+    let mut steps = Vec::with_capacity(plans.len());
+    for (i, p) in plans.iter().enumerate() {
+        if p.odo_prefix != 0 || p.active.is_some() || p.dims.iter().any(|d| d.odo.is_some()) {
+            return None;
+        }
+        let kind = match p.op {
+            Op::Text(enc) => ShapeKind::Text {
+                space: enc.space(),
+                table: enc.code_points(),
+            },
+            Op::Zoned { sign, .. } => ShapeKind::Zoned { sign },
+            Op::Packed { .. } => ShapeKind::Packed,
+            Op::Binary { .. } => ShapeKind::Binary,
+        };
+        let signed = match p.op {
+            Op::Text(_) => false,
+            Op::Zoned { signed, .. } | Op::Packed { signed } | Op::Binary { signed } => signed,
+        };
+        let shape = FieldShape {
+            kind,
+            len: p.len,
+            digits: p.digits,
+            scale: p.scale,
+            signed,
+            int: p.int,
+        };
+        unroll(i, &shape, &p.dims, p.offset, &mut steps)?;
+    }
+    Some(steps)
 }
 
 /// Packed decimal, byte by byte: (negative, magnitude), or the precise error.

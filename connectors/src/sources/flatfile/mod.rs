@@ -80,6 +80,7 @@
 mod copybook;
 mod decode;
 mod encoding;
+mod fast;
 mod files;
 mod json;
 mod layout;

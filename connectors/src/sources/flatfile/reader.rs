@@ -182,7 +182,12 @@ impl<R: Read> RecordReader<R> {
         let (skip, len, consumed) = match self.format {
             RecordFormat::Fixed => {
                 let n = self.record_length;
-                let have = self.fill(n)?;
+                // Most records lie whole in the buffer: no call into `fill`.
+                let have = if self.end - self.start >= n && n > 0 {
+                    n
+                } else {
+                    self.fill(n)?
+                };
                 if have == 0 {
                     self.done = true;
                     return Ok(None);

@@ -13,7 +13,10 @@ use crate::event::{Decimal, Value};
 pub(crate) enum Cell {
     Null,
     Int(i64),
-    Decimal(Decimal),
+    /// A decimal whose unscaled value fits an i64: (unscaled, scale).
+    Decimal(i64, u8),
+    /// A wider decimal: its index in the buffer's `wide` list.
+    Wide(u32),
     /// Text at `start..end` of the record, which was checked to be UTF-8 as a whole.
     Record(u32, u32),
     /// Text at `start..end` of the scratch buffer (transcoded or validated text).
@@ -30,7 +33,12 @@ pub(crate) enum Cell {
 #[derive(Debug, Default, Clone)]
 pub struct RowBuffer {
     pub(crate) cells: Vec<Cell>,
+    /// Transcoded or validated text; the compiled decode keeps it at its full size and
+    /// writes from the start, so only `..used` is this record's.
     pub(crate) scratch: Vec<u8>,
+    pub(crate) used: usize,
+    /// Decimals that do not fit an i64 (more than 18 digits).
+    pub(crate) wide: Vec<Decimal>,
 }
 
 impl RowBuffer {
@@ -47,6 +55,7 @@ pub struct Row<'a> {
     /// The record as text when it is valid UTF-8 (`Cell::Record` points into it).
     pub(crate) record: &'a str,
     pub(crate) scratch: &'a str,
+    pub(crate) wide: &'a [Decimal],
     pub(crate) columns: usize,
 }
 
@@ -69,6 +78,7 @@ pub struct Fields<'a> {
     cells: &'a [Cell],
     record: &'a str,
     scratch: &'a str,
+    wide: &'a [Decimal],
     remaining: usize,
 }
 
@@ -97,7 +107,11 @@ impl<'a> Iterator for Fields<'a> {
         Some(match *cell {
             Cell::Null => FieldRef::Null,
             Cell::Int(i) => FieldRef::Int(i),
-            Cell::Decimal(d) => FieldRef::Decimal(d),
+            Cell::Decimal(u, scale) => FieldRef::Decimal(Decimal::new(i128::from(u), scale)),
+            Cell::Wide(i) => self
+                .wide
+                .get(i as usize)
+                .map_or(FieldRef::Null, |d| FieldRef::Decimal(*d)),
             Cell::Record(s, e) => {
                 FieldRef::Text(self.record.get(s as usize..e as usize).unwrap_or_default())
             }
@@ -112,6 +126,7 @@ impl<'a> Iterator for Fields<'a> {
                     cells: inner,
                     record: self.record,
                     scratch: self.scratch,
+                    wide: self.wide,
                     remaining: len as usize,
                 })
             }
@@ -132,6 +147,7 @@ impl<'a> Row<'a> {
             cells: self.cells,
             record: self.record,
             scratch: self.scratch,
+            wide: self.wide,
             remaining: self.columns(),
         }
     }
