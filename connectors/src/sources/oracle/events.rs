@@ -220,25 +220,27 @@ impl EventBuilder {
         let entry = self.get_or_insert(st.schema, st.table, || {
             Entry::empty(TableId::new(st.schema, st.table), 1)
         });
-        // Every named column gets its index first (adding the ones the schema lacks, as
-        // one new version), then the literals are converted.
+        // Every named column is found first (the ones the schema lacks are added, as one
+        // new version), then the literals are converted.
         let mut image = Image { entry, grown: None };
-        let mut places = Vec::with_capacity(st.before.len() + st.values.len());
         for cols in [&st.before, &st.values] {
             let mut hint = 0;
             for (name, lit) in cols {
-                let i = image.index(name, lit, hint);
-                places.push(i);
-                hint = i + 1;
+                hint = image.index(name, lit, hint) + 1;
             }
         }
         let schema = image.finish();
-        let types = &image.entry.types;
-        let (before_at, values_at) = places.split_at(st.before.len());
-        let fill = |mut out: Vec<Value>, cols: &[(&str, Literal<'_>)], at: &[usize]| {
+        let entry = &*image.entry;
+        let fill = |mut out: Vec<Value>, cols: &[(&str, Literal<'_>)]| {
             out.resize(schema.columns.len(), Value::Null);
-            for ((name, lit), &i) in cols.iter().zip(at) {
-                let ty = types.get(i).and_then(Option::as_ref);
+            let mut hint = 0;
+            for (name, lit) in cols {
+                // Found (or added) above.
+                let Some(i) = entry.find(name, hint) else {
+                    continue;
+                };
+                hint = i + 1;
+                let ty = entry.types.get(i).and_then(Option::as_ref);
                 out[i] = to_value(lit, ty)
                     .map_err(|e| err(&format!("SQL_REDO ({name})"), None, e.to_string()))?;
             }
@@ -248,15 +250,11 @@ impl EventBuilder {
         // image overlaid with the set columns (update) or the inserted values.
         let before = match st.kind {
             DmlKind::Insert => None,
-            _ => Some(fill(Vec::new(), &st.before, before_at)?),
+            _ => Some(fill(Vec::new(), &st.before)?),
         };
         let after = match st.kind {
-            DmlKind::Insert => Some(fill(Vec::new(), &st.values, values_at)?),
-            DmlKind::Update => Some(fill(
-                before.clone().unwrap_or_default(),
-                &st.values,
-                values_at,
-            )?),
+            DmlKind::Insert => Some(fill(Vec::new(), &st.values)?),
+            DmlKind::Update => Some(fill(before.clone().unwrap_or_default(), &st.values)?),
             DmlKind::Delete => None,
         };
         Ok(ChangeEvent {

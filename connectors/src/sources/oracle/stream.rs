@@ -299,15 +299,16 @@ impl ChangeStream {
             } else {
                 pending_min.min(start_scn)
             };
-            let position = Position::Oracle {
+            let position_of = |committed: &BTreeMap<u16, u64>| Position::Oracle {
                 scn: row.scn,
                 commit_scn,
                 thread,
                 resume_scn,
-                committed: self.committed.clone(),
+                committed: committed.clone(),
                 xid: xid.clone(),
                 index,
             };
+            let position = position_of(&self.committed);
             if let Some(after) = &self.resume_after
                 && position.not_after(after) == Some(true)
             {
@@ -320,9 +321,10 @@ impl ChangeStream {
                 self.ddl_tables.push(table);
                 Ok(self.builder.ddl(&row, def, position, &transaction))
             } else {
+                // The position is built again only for a bad row, not cloned for every row.
                 self.builder
-                    .dml(&row, position.clone(), &transaction)
-                    .map_err(|e| (e, position))
+                    .dml(&row, position, &transaction)
+                    .map_err(|e| (e, position_of(&self.committed)))
             };
             match item {
                 Ok(event) => {
