@@ -287,13 +287,31 @@ impl TableCheck {
         let started = Instant::now();
         let chunk_size = self.options.chunk_size;
         let parallelism = self.options.parallelism;
-        // One task walks the source's key index for chunk boundaries (keyset pagination)
-        // while up to `parallelism` chunks are digested on both sides as tasks, so the walk
-        // never waits for a digest and both databases stay busy.
+        // One task cuts chunks (by arithmetic on a dense integer key, else by walking the
+        // source's key index) while up to `parallelism` chunks are digested on both sides as
+        // tasks, so the cutting never waits for a digest and both databases stay busy.
         let (mut ranges_tx, ranges_rx) = futures::channel::mpsc::channel::<KeyRange>(parallelism);
         let source = self.source.clone();
         let walk = async move {
             let mut lower: Option<Key> = None;
+            // A dense single integer key is cut by arithmetic, which costs no index walk.
+            let bounds = source
+                .key_span()
+                .await?
+                .and_then(|span| span.chunk_bounds(chunk_size));
+            if let Some(bounds) = bounds {
+                for bound in bounds.into_iter().map(Some).chain([None]) {
+                    let upper = bound.map(|b| Key(vec![Value::Int(b)]));
+                    let range = KeyRange {
+                        lower: std::mem::replace(&mut lower, upper.clone()),
+                        upper,
+                    };
+                    if ranges_tx.send(range).await.is_err() {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
             loop {
                 let upper = source.boundary(lower.as_ref(), chunk_size).await?;
                 let last = upper.is_none();

@@ -34,7 +34,7 @@ mod sql;
 pub use canonical::{Digest, RowHash};
 pub use compare::{ResolvedSchema, TableCheck, check_table, parse_table_name, resolve_schema};
 pub use fix::{FixTarget, literal};
-pub use key::{Key, KeyRange};
+pub use key::{Key, KeyRange, KeySpan};
 pub use report::{CheckProgress, CheckReport, RowDifference, SideReport};
 pub use schedule::{
     CheckOutcome, CheckScheduler, CheckTrigger, CheckVerdict, ScheduledTable, scheduler_from_spec,

@@ -6,7 +6,7 @@
 use super::CheckError;
 use super::canonical::{Digest, RowHash, sum_mod_2_64};
 use super::compact::{crc_hash, row_hash_of};
-use super::key::{Key, KeyRange};
+use super::key::{Key, KeyRange, KeySpan};
 use super::sql::{Engine, HashSql, SideColumn, Statement, TableSql};
 use crate::event::{ColumnType, Decimal, Value};
 use crate::sinks::table::{TableName, TableSinkUrl};
@@ -31,6 +31,11 @@ pub trait TableSide: Send + Sync {
     async fn digest(&self, range: &KeyRange) -> Result<Digest, CheckError>;
     /// The rows in `range`, ordered by key, as values of the logical column types.
     async fn rows(&self, range: &KeyRange) -> Result<Vec<Vec<Value>>, CheckError>;
+    /// For a single integer key: its smallest and largest value and the estimated rows, so
+    /// chunks can be cut without walking the index. `None` (the default) when unknown.
+    async fn key_span(&self) -> Result<Option<KeySpan>, CheckError> {
+        Ok(None)
+    }
 }
 
 /// How a side computes digests.
@@ -757,6 +762,43 @@ impl TableSide for SqlSide {
             rows: u64::try_from(rows).unwrap_or(0),
             hash: sum_mod_2_64(&sum).map_err(|r| self.decode_err(0, r))?,
             row_hash: self.row_hash(),
+        })
+    }
+
+    async fn key_span(&self) -> Result<Option<KeySpan>, CheckError> {
+        let Some((min_max, estimate)) = self.sql.key_span_sql() else {
+            return Ok(None);
+        };
+        let err = |sql: &str, e| self.db.query_err(&self.sql.table, sql, e);
+        let (schema, name) = (self.sql.table.schema.clone(), self.sql.table.table.clone());
+        macro_rules! run {
+            ($pool:expr) => {{
+                let (min, max): (Option<i64>, Option<i64>) =
+                    sqlx::query_as(AssertSqlSafe(min_max.clone()))
+                        .fetch_one($pool)
+                        .await
+                        .map_err(|e| err(&min_max, e))?;
+                let rows: Option<i64> = sqlx::query_scalar(AssertSqlSafe(estimate.clone()))
+                    .bind(schema)
+                    .bind(name)
+                    .fetch_optional($pool)
+                    .await
+                    .map_err(|e| err(&estimate, e))?;
+                (min, max, rows)
+            }};
+        }
+        let (min, max, rows) = match &self.db.pool {
+            Pool::MySql(p) => run!(p),
+            Pool::Postgres(p) => run!(p),
+            Pool::Sqlite(_) => return Ok(None),
+        };
+        Ok(match (min, max) {
+            (Some(min), Some(max)) => Some(KeySpan {
+                min,
+                max,
+                estimated_rows: rows.and_then(|r| u64::try_from(r).ok()).unwrap_or(0),
+            }),
+            _ => None,
         })
     }
 

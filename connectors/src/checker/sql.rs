@@ -345,6 +345,35 @@ impl TableSql {
         b.finish()
     }
 
+    /// `SELECT MIN(k), MAX(k)` of a single integer key, and the statement that reads the
+    /// database's estimate of the table's rows (bound: schema or NULL, table); `None` for other
+    /// keys and engines.
+    pub fn key_span_sql(&self) -> Option<(String, String)> {
+        let [k] = self.key[..] else {
+            return None;
+        };
+        if self.columns[k].ty != ColumnType::Int {
+            return None;
+        }
+        let (q, table) = (self.q(k), self.engine.quote_table(&self.table));
+        match self.engine {
+            Engine::MySql => Some((
+                format!("SELECT CAST(MIN({q}) AS SIGNED), CAST(MAX({q}) AS SIGNED) FROM {table}"),
+                "SELECT CAST(IFNULL(TABLE_ROWS, 0) AS SIGNED) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?"
+                    .into(),
+            )),
+            Engine::Postgres => Some((
+                format!("SELECT MIN({q})::int8, MAX({q})::int8 FROM {table}"),
+                "SELECT GREATEST(c.reltuples, 0)::int8 FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = COALESCE($1, current_schema()) AND c.relname = $2"
+                    .into(),
+            )),
+            _ => None,
+        }
+    }
+
     fn key_select(&self, after: Option<&Key>) -> Builder {
         let selected = self
             .key
