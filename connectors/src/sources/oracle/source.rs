@@ -154,13 +154,12 @@ impl OracleSource {
                             source,
                         })
                     })?;
+                // LogMiner reads the dictionary from the logs it is given, so the build must
+                // begin at or before the first SCN mined.
                 let rows = s
                     .query(
                         miner::sql::LAST_DICTIONARY,
-                        &[(
-                            "startscn",
-                            super::session::Bind::Int(from.max(pre.current_scn)),
-                        )],
+                        &[("startscn", super::session::Bind::Int(from))],
                     )
                     .await
                     .map_err(|source| {
@@ -169,7 +168,18 @@ impl OracleSource {
                             source,
                         })
                     })?;
-                rows.iter().next().and_then(|r| r.number("FIRST_CHANGE#"))
+                match rows.iter().next().and_then(|r| r.number("FIRST_CHANGE#")) {
+                    Some(scn) => Some(scn),
+                    None => {
+                        return Err(self.miner_err(MinerError::Preflight(format!(
+                            "dictionary redoLogs: no LogMiner dictionary build in the archived \
+                             logs at or before SCN {from} (V$ARCHIVED_LOG.DICTIONARY_BEGIN). One \
+                             was just built (DBMS_LOGMNR_D.BUILD): once its log is archived \
+                             (ALTER SYSTEM ARCHIVE LOG CURRENT), start the source at or after \
+                             its FIRST_CHANGE#, or use dictionary onlineCatalog"
+                        ))));
+                    }
+                }
             }
         };
         let query = contents_query(&self.config.filter);
@@ -356,16 +366,29 @@ mod tests {
             .is_some_and(|i| calls[i..].iter().filter(|c| *c == "current_scn").count() >= 2)
     }
 
+    async fn run(session: &str, resume: Option<Position>, expect_end: bool) -> Run {
+        run_with(session, config(), resume, expect_end, None).await
+    }
+
     /// Runs the source on a recorded session until it has mined everything and pushed its
     /// events, then stops it; with `expect_end`, waits for it to end by itself (an error).
-    async fn run(session: &str, resume: Option<Position>, expect_end: bool) -> Run {
+    async fn run_with(
+        session: &str,
+        config: OracleSourceConfig,
+        resume: Option<Position>,
+        expect_end: bool,
+        metrics: Option<OracleMetrics>,
+    ) -> Run {
         let recorded = RecordedSession::load(&fixture(session)).unwrap();
         let handle = recorded.clone();
         let connect: Connect = Arc::new(move || {
             let s = recorded.clone();
             Box::pin(async move { Ok(Box::new(s) as Box<dyn OracleSession>) })
         });
-        let source = OracleSource::new("ora", "p", config(), connect);
+        let mut source = OracleSource::new("ora", "p", config, connect);
+        if let Some(m) = metrics {
+            source = source.with_metrics(m);
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let (stop_tx, stop) = StopSignal::new();
         let progress = SourceProgress {
@@ -500,12 +523,25 @@ mod tests {
     async fn restart_from_any_persisted_position_emits_nothing_twice_and_misses_nothing() {
         let full = run("session_basic.yaml", None, false).await;
         assert_eq!(full.events.len(), 7);
+        restart_everywhere("session_basic.yaml", config(), &full).await;
+    }
+
+    /// Restarts the source from the persisted position of every event of `full` in turn:
+    /// the events up to it plus those after the restart must be exactly `full`.
+    async fn restart_everywhere(session: &str, config: OracleSourceConfig, full: &Run) {
         for k in 0..full.events.len() {
             // The runtime persisted the position of event k; the process stopped.
             let persisted: Position =
                 serde_json::from_value(serde_json::to_value(&full.events[k].position).unwrap())
                     .unwrap();
-            let rest = run("session_basic.yaml", Some(persisted.clone()), false).await;
+            let rest = run_with(
+                session,
+                config.clone(),
+                Some(persisted.clone()),
+                false,
+                None,
+            )
+            .await;
             assert_eq!(rest.error, None);
             let mut joined: Vec<_> = full.events[..=k].iter().map(key).collect();
             joined.extend(rest.events.iter().map(key));
@@ -553,5 +589,213 @@ mod tests {
             "{error}"
         );
         assert!(r.events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn preflight_names_every_problem_and_its_fix_before_mining() {
+        let r = run("session_preflight.yaml", None, true).await;
+        let error = r.error.expect("the source fails");
+        for want in [
+            "NOARCHIVELOG mode: LogMiner CDC needs ARCHIVELOG",
+            "minimal supplemental logging is off (ALTER DATABASE ADD SUPPLEMENTAL LOG DATA)",
+            "table BANK.ACCOUNTS has no all-column supplemental logging (ALTER TABLE \"BANK\".\"ACCOUNTS\" ADD SUPPLEMENTAL LOG DATA (ALL) COLUMNS)",
+            "lacks LOGMINING (GRANT LOGMINING TO <user>)",
+            "lacks SELECT ANY TRANSACTION",
+            "lacks EXECUTE_CATALOG_ROLE",
+        ] {
+            assert!(error.contains(want), "{want}: {error}");
+        }
+        // SELECT_CATALOG_ROLE stands in for SELECT ANY DICTIONARY.
+        assert!(!error.contains("SELECT ANY DICTIONARY"), "{error}");
+        assert_eq!(r.calls[0], "nls", "NLS formats set first");
+        assert!(!r.calls.iter().any(|c| c.starts_with("start_logmnr")));
+        assert!(r.events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn log_switches_while_starting_are_retried_then_reported() {
+        let basic = run("session_basic.yaml", None, false).await;
+        let r = run("session_log_switch.yaml", None, false).await;
+        assert_eq!(r.error, None);
+        let keys = |r: &Run| r.events.iter().map(key).collect::<Vec<_>>();
+        assert_eq!(keys(&r), keys(&basic));
+        // Each failed start ends the session and lists the logs again before the next one.
+        let first_window: Vec<&str> = r
+            .calls
+            .iter()
+            .map(String::as_str)
+            .skip_while(|c| !c.starts_with("archived_logs"))
+            .take_while(|c| !c.starts_with("contents"))
+            .filter(|c| !c.starts_with("add_logfile") && !c.starts_with("online_logs"))
+            .collect();
+        let attempt = [
+            "archived_logs startscn=1000",
+            "start_logmnr startscn=1000 endscn=1007",
+        ];
+        let mut want: Vec<&str> = Vec::new();
+        for _ in 0..3 {
+            want.extend(attempt);
+            want.push("end_logmnr");
+        }
+        want.extend(attempt);
+        assert_eq!(first_window, want);
+
+        // With three attempts allowed, the third ORA-00310 is reported with the window.
+        let mut cfg = config();
+        cfg.miner.start_attempts = 3;
+        let r = run_with("session_log_switch.yaml", cfg, None, true, None).await;
+        let error = r.error.expect("the source fails");
+        assert!(
+            error.contains(
+                "START_LOGMNR for SCN 1000..1007 kept failing (3 attempts, last: ORA-00310"
+            ),
+            "{error}"
+        );
+        assert!(r.events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dictionary_in_the_redo_logs_mines_from_the_latest_build() {
+        let basic = run("session_basic.yaml", None, false).await;
+        let mut cfg = config();
+        cfg.miner.dictionary = DictionaryMode::RedoLogs;
+        let r = run_with(
+            "session_redo_dictionary.yaml",
+            cfg.clone(),
+            None,
+            false,
+            None,
+        )
+        .await;
+        assert_eq!(r.error, None);
+        let keys = |r: &Run| r.events.iter().map(key).collect::<Vec<_>>();
+        assert_eq!(keys(&r), keys(&basic));
+        let calls: Vec<&str> = r.calls.iter().map(String::as_str).collect();
+        let at = |c: &str| calls.iter().position(|x| *x == c);
+        // Per-table all-column logging satisfies preflight.
+        assert!(at("table_logging").is_some());
+        let build = at("dictionary_build").expect("DBMS_LOGMNR_D.BUILD");
+        let last = at("last_dictionary startscn=1000").expect("the build at or before SCN 1000");
+        assert!(build < last);
+        // Every window starts at the dictionary build, with its log added.
+        assert!(calls.contains(&"add_logfile name=/u01/arch/1_40_1122334455.arc"));
+        let starts: Vec<&&str> = calls
+            .iter()
+            .filter(|c| c.starts_with("start_logmnr"))
+            .collect();
+        assert_eq!(starts[0], &"start_logmnr startscn=850 endscn=1007");
+        assert!(
+            starts
+                .iter()
+                .all(|c| c.starts_with("start_logmnr startscn=850 "))
+        );
+        // Without a build at or before the start SCN the source stops and says what to do.
+        let r = run_with("session_basic.yaml", cfg, None, true, None).await;
+        let error = r.error.expect("the source fails");
+        assert!(
+            error.contains(
+                "no LogMiner dictionary build in the archived logs at or before SCN 1000"
+            ),
+            "{error}"
+        );
+        assert!(!r.calls.iter().any(|c| c.starts_with("start_logmnr")));
+        // The contents query still reads only the window.
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("contents startscn=1000 endscn=1007"))
+        );
+    }
+
+    #[tokio::test]
+    async fn abandoned_transactions_stop_pinning_the_resume_scn() {
+        let mut cfg = config();
+        cfg.buffer.abandon_after = Some(chrono::Duration::seconds(300));
+        let registry = prometheus::Registry::new();
+        let metrics = OracleMetrics::register(&registry).unwrap();
+        let full = run_with(
+            "session_abandon.yaml",
+            cfg.clone(),
+            None,
+            false,
+            Some(metrics),
+        )
+        .await;
+        assert_eq!(full.error, None);
+        let ids: Vec<String> = full
+            .events
+            .iter()
+            .map(|e| e.after.as_ref().unwrap()[0].to_json().to_string())
+            .collect();
+        // 2001 and 2004 belong to the transaction open since 09:00:00.
+        assert_eq!(ids, ["2002", "2003", "2005"]);
+        let resume: Vec<u64> = full
+            .events
+            .iter()
+            .map(|e| match &e.position {
+                Position::Oracle { resume_scn, .. } => *resume_scn,
+                p => panic!("{p:?}"),
+            })
+            .collect();
+        // Pinned by the open transaction's start (1000) until it is abandoned.
+        assert_eq!(resume, [1000, 1012, 1032]);
+        let text = metric_text(&registry);
+        assert!(text.contains(r#"syncmesh_oracle_transactions_total{outcome="abandoned",pipeline="p",source="ora"} 1"#), "{text}");
+        assert!(text.contains(r#"syncmesh_oracle_transactions_total{outcome="ignored",pipeline="p",source="ora"} 1"#), "{text}");
+        restart_everywhere("session_abandon.yaml", cfg, &full).await;
+    }
+
+    #[tokio::test]
+    async fn a_transaction_over_the_memory_limit_spills_and_emits_the_same_events() {
+        let basic = run("session_basic.yaml", None, false).await;
+        let dir =
+            std::env::temp_dir().join(format!("syncmesh-oracle-spill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = config();
+        cfg.buffer.memory_limit = 1;
+        cfg.buffer.spill_dir = dir.clone();
+        let r = run_with("session_basic.yaml", cfg, None, false, None).await;
+        assert_eq!(r.error, None);
+        let full = |r: &Run| {
+            r.events
+                .iter()
+                .map(|e| (key(e), e.schema.version))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(full(&r), full(&basic));
+        // Spill files are read back at commit (or rollback) and deleted.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[tokio::test]
+    async fn metrics_follow_the_mining() {
+        let registry = prometheus::Registry::new();
+        let metrics = OracleMetrics::register(&registry).unwrap();
+        let r = run_with("session_basic.yaml", config(), None, false, Some(metrics)).await;
+        assert_eq!(r.error, None);
+        let text = metric_text(&registry);
+        for want in [
+            r#"syncmesh_oracle_committed_scn{pipeline="p",source="ora",thread="1"} 1031"#,
+            r#"syncmesh_oracle_committed_scn{pipeline="p",source="ora",thread="2"} 1031"#,
+            r#"syncmesh_oracle_transactions_total{outcome="committed",pipeline="p",source="ora"} 5"#,
+            r#"syncmesh_oracle_transactions_total{outcome="rolled_back",pipeline="p",source="ora"} 1"#,
+            r#"syncmesh_oracle_active_transactions{pipeline="p",source="ora"} 0"#,
+            r#"syncmesh_oracle_offset_scn{pipeline="p",source="ora"} 1041"#,
+            r#"syncmesh_oracle_mining_window_scns{pipeline="p",source="ora"} "#,
+            r#"syncmesh_oracle_fetch_duration_seconds_count{pipeline="p",source="ora"} "#,
+            r#"syncmesh_oracle_lag_seconds{pipeline="p",source="ora"} "#,
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+    }
+
+    fn metric_text(registry: &prometheus::Registry) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
     }
 }
