@@ -13,6 +13,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Events the real-time path's fallback sent to the batch path while it was degraded.
     pub route_fallbacks: IntCounterVec,
+    /// Attempts to change the routes of a running pipeline, by outcome.
+    pub route_reloads: IntCounterVec,
     pub path_events: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub in_flight: IntGaugeVec,
@@ -202,6 +204,12 @@ impl Metrics {
                 "syncmesh_route_fallbacks_total",
                 "Events routed to the batch path because the real-time path was degraded",
                 &["pipeline"],
+            ),
+            route_reloads: counter(
+                &r,
+                "syncmesh_route_reloads_total",
+                "Changes of a running pipeline's routes, by outcome (applied, unchanged, rejected)",
+                &["pipeline", "outcome"],
             ),
             registry: r,
         }

@@ -7,7 +7,7 @@ use crate::checker::{
 };
 use crate::checkpoint::FileCheckpointStore;
 use crate::deadletter::FileDeadLetters;
-use crate::decider::{Decider, Fallback, PATHS, RuleError, RuleSet, path_index};
+use crate::decider::{Decider, Fallback, PATHS, Routes, RuleError, RuleSet, path_index};
 use crate::event::TableId;
 use crate::lineage::{
     FileEmitter, HttpEmitter, InputDataset, LineageEmitter, LineageError, NoopEmitter,
@@ -84,6 +84,7 @@ pub struct Pipeline {
     name: String,
     breakers: Option<Arc<Breakers>>,
     checks: Option<CheckScheduler>,
+    routes: Arc<Routes>,
 }
 
 /// Resolves a manifest path against the manifest's directory.
@@ -128,6 +129,10 @@ fn realtime_config(rt: &syncmesh_crds::RealtimeSpec) -> RealtimeConfig {
     config.operation_timeout = Duration::from_secs(rt.operation_timeout_seconds);
     config.properties = rt.properties.clone();
     config.degraded_after = Duration::from_millis(rt.degraded_after_ms);
+    if let Some(t) = &rt.dead_letter_topic {
+        config.dead_letter_topic = t.clone();
+    }
+    config.retry_for = Duration::from_secs(rt.retry_for_seconds);
     config
 }
 
@@ -383,13 +388,21 @@ impl Pipeline {
                 ProcessingType::Batch
             });
 
+        let decider = Arc::new(match fallback {
+            Some(f) => Decider::new(rules).with_fallback(f),
+            None => Decider::new(rules),
+        });
+        let routes = Arc::new(Routes::new(
+            decider.clone(),
+            name.clone(),
+            metrics.decisions.clone(),
+            metrics.route_reloads.clone(),
+            spec.clone(),
+        ));
         let runtime = Runtime {
             pipeline: name.clone(),
             sources,
-            decider: Arc::new(match fallback {
-                Some(f) => Decider::new(rules).with_fallback(f),
-                None => Decider::new(rules),
-            }),
+            decider,
             paths,
             checkpoint: Box::new(FileCheckpointStore::new(
                 options.state_dir.join("checkpoint"),
@@ -411,7 +424,13 @@ impl Pipeline {
             name,
             breakers,
             checks,
+            routes,
         })
+    }
+
+    /// The pipeline's routes, to change them while it runs.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.clone()
     }
 
     /// Asks for the consistency checks of `spec.check` to run now (`None` without one). Take

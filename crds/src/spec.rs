@@ -876,6 +876,21 @@ pub struct RealtimeSpec {
     /// reference to them (a claim check), so no event is dropped or halts the pipeline.
     #[serde(default)]
     pub claim_check: ClaimCheckSpec,
+    /// Where records the brokers refuse go (too large, invalid, not authorized, against a
+    /// topic policy), with the reason and the position, in the same transaction as the rest of
+    /// the batch. `{pipeline}` is replaced. Default `_syncmesh.{pipeline}.dead-letters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    /// How long a failed transaction is retried in place (aborted, then the same batch
+    /// produced again, backing off from 100 ms to 10 s) before the path gives up and the run
+    /// fails. A fenced producer (another worker took over) gives up at once.
+    #[serde(default = "default_rt_retry_for")]
+    #[schemars(range(min = 0))]
+    pub retry_for_seconds: u64,
+}
+
+fn default_rt_retry_for() -> u64 {
+    300
 }
 
 /// Where oversized records go. The Kafka record then holds

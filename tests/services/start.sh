@@ -164,7 +164,8 @@ start_kafka() {
   spawn kafka -- env -u OTEL_EXPORTER_OTLP_ENDPOINT "$bin" broker \
     --listener-url "$url" --advertised-listener-url "$url" --storage-engine memory://tansu/
   wait_ready kafka "$READY_TIMEOUT" kafka_check
-  save_env kafka SYNCMESH_KAFKA_BROKERS="127.0.0.1:${SYNCMESH_KAFKA_PORT}"
+  save_env kafka SYNCMESH_KAFKA_BROKERS="127.0.0.1:${SYNCMESH_KAFKA_PORT}" \
+    SYNCMESH_TANSU_BIN="$bin"
 }
 
 start_mariadb() {

@@ -30,6 +30,7 @@
 //! Readiness and eventual conditions are polled with a deadline by [`poll_until`], never waited
 //! for with a bare sleep; a timeout names what was awaited and the last thing observed.
 
+pub mod broker;
 pub mod kafka;
 pub mod kube;
 pub mod pipeline;

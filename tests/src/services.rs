@@ -65,6 +65,17 @@ pub fn kafka() -> Option<Kafka> {
     }
 }
 
+/// The tansu binary, for tests that run a broker of their own (`SYNCMESH_TANSU_BIN`).
+pub fn tansu() -> Option<PathBuf> {
+    match var("SYNCMESH_TANSU_BIN") {
+        Some(bin) => Some(PathBuf::from(bin)),
+        None => {
+            missing("tansu", &["SYNCMESH_TANSU_BIN"]);
+            None
+        }
+    }
+}
+
 /// A SQL database server, by URL (`mysql://user:pass@host:port/db`, `postgres://...`).
 #[derive(Debug, Clone)]
 pub struct Database {

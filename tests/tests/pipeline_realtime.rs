@@ -49,6 +49,14 @@ async fn run(
     dir: &Path,
     manifest: &str,
 ) -> anyhow::Result<syncmesh_connectors::runtime::RunSummary> {
+    run_with(dir, manifest, Arc::new(Metrics::new())).await
+}
+
+async fn run_with(
+    dir: &Path,
+    manifest: &str,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<syncmesh_connectors::runtime::RunSummary> {
     let pipeline = syncmesh_crds::parse_manifest(manifest)?;
     let options = PipelineOptions {
         base_dir: dir.to_path_buf(),
@@ -57,7 +65,7 @@ async fn run(
         channel_capacity: 16,
         checkpoint_interval: Duration::from_millis(200),
     };
-    let built = Pipeline::build(&pipeline, &options, Arc::new(Metrics::new())).await?;
+    let built = Pipeline::build(&pipeline, &options, metrics).await?;
     let (stop_tx, stop) = StopSignal::new();
     Ok(built.run(stop_tx, stop).await?)
 }
@@ -290,5 +298,122 @@ async fn oversized_records_are_claim_checked_into_object_storage() -> anyhow::Re
         objects.insert(url.to_string());
     }
     assert_eq!(objects.len(), 10_000, "one object per event");
+    Ok(())
+}
+
+/// Records the brokers refuse (here: larger than the producer's `message.max.bytes`, with the
+/// claim check set above it so it does not step in) go to the dead-letter topic with the
+/// reason and the position, in the same transactions as the rest: every event is exactly once
+/// in the table topic or in the dead-letter topic, the refused ones are exactly the long
+/// notes, and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_brokers_refuse_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
+    const RECORDS: u64 = 3_000;
+    let kafka = require!(services::kafka());
+    let name = unique_name("rt-dlq", '-', 40);
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("notes.cpy"),
+        "       01  NOTE-REC.\n           05  NOTE-ID  PIC 9(8).\n           05  BODY     PIC X(1500).\n",
+    )?;
+    // Every seventh note is long: its record is over the limit; the rest are short.
+    let long = |id: u64| id % 7 == 3;
+    let mut data = Vec::new();
+    for id in 0..RECORDS {
+        let body = if long(id) {
+            "L".repeat(1_400)
+        } else {
+            format!("note {id}")
+        };
+        data.extend_from_slice(format!("{id:08}{body:<1500}\n").as_bytes());
+    }
+    std::fs::create_dir(dir.path().join("data"))?;
+    std::fs::write(dir.path().join("data/notes.dat"), data)?;
+    let limit = 1_200;
+    let manifest = format!(
+        r#"
+apiVersion: syncmesh.io/v1alpha1
+kind: SyncPipeline
+metadata: {{name: {name}}}
+spec:
+  sources:
+    - name: notes
+      flatFile: {{path: data, layout: notes.cpy, recordFormat: lines, table: app.notes, primaryKey: [NOTE-ID]}}
+  defaultRoute: [realtime]
+  realtime:
+    brokers: "{brokers}"
+    topicTemplate: "{name}.{{schema}}.{{table}}"
+    deadLetterTopic: "{name}.dead-letters"
+    claimCheck: {{maxRecordBytes: 100000000}}
+    properties: {{message.max.bytes: "{limit}"}}
+"#,
+        brokers = kafka.brokers
+    );
+    let metrics = Arc::new(Metrics::new());
+    let summary = run_with(dir.path(), &manifest, metrics.clone()).await?;
+    assert_eq!(summary.acknowledged.get("realtime"), Some(&RECORDS));
+
+    let table = committed_records(&kafka.brokers, &format!("{name}.app.notes"), 0).await?;
+    let dead = committed_records(&kafka.brokers, &format!("{name}.dead-letters"), 0).await?;
+    let id_of = |key: &Option<Vec<u8>>| -> anyhow::Result<u64> {
+        Ok(String::from_utf8(key.clone().unwrap_or_default())?.parse()?)
+    };
+    let mut seen = BTreeSet::new();
+    for (key, value, offset) in &table {
+        let id = id_of(key)?;
+        assert!(
+            !long(id),
+            "offset {offset}: note {id} is over the limit yet was produced"
+        );
+        assert!(value.as_ref().is_some_and(|v| v.len() < limit));
+        assert!(seen.insert(id), "offset {offset}: note {id} twice");
+    }
+    for (key, value, offset) in &dead {
+        let id = id_of(key)?;
+        assert!(
+            long(id),
+            "offset {offset}: note {id} is short yet was refused"
+        );
+        let letter: serde_json::Value =
+            serde_json::from_slice(value.as_deref().unwrap_or_default())?;
+        assert_eq!(
+            letter["code"], "MessageSizeTooLarge",
+            "offset {offset}: {letter}"
+        );
+        assert!(
+            letter["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("too large")),
+            "offset {offset}: {letter}"
+        );
+        assert_eq!(letter["topic"], format!("{name}.app.notes"));
+        assert_eq!(letter["table"], "app.notes");
+        assert_eq!(letter["source"], "notes");
+        assert_eq!(letter["op"], "r");
+        assert_eq!(letter["key"], id.to_string(), "offset {offset}");
+        // The position is the record's byte offset in its file.
+        assert_eq!(
+            letter["position"]["offset"].as_u64(),
+            Some(id * 1_509),
+            "offset {offset}: {letter}"
+        );
+        assert!(letter["valueBytes"].as_u64().is_some_and(|n| n > 1_400));
+        assert_eq!(letter["valueOmitted"], true, "too large to carry: {letter}");
+        assert!(seen.insert(id), "offset {offset}: note {id} twice");
+    }
+    assert_eq!(
+        seen.len() as u64,
+        RECORDS,
+        "every note once, in one topic or the other"
+    );
+    assert_eq!(
+        dead.len() as u64,
+        (0..RECORDS).filter(|i| long(*i)).count() as u64
+    );
+    let exported = metrics.render();
+    assert_eq!(
+        syncmesh_tests::pipeline::metric_sum(&exported, "syncmesh_kafka_dead_letters_total"),
+        dead.len() as f64
+    );
     Ok(())
 }

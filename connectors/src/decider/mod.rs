@@ -8,6 +8,10 @@
 //! the batch path instead; with `buffer` (the default) nothing changes and the real-time
 //! path's queue holds the events (backpressure) until it recovers.
 
+mod reload;
+
+pub use reload::{ReloadError, Routes};
+
 use crate::event::{ChangeEvent, Operation};
 use crate::runtime::PathMask;
 use arc_swap::ArcSwap;

@@ -65,12 +65,18 @@ pub struct RealtimeConfig {
     /// A transaction open longer than this marks the path degraded (see
     /// [`RealtimePath::health`](super::RealtimePath::health)) until it ends. Default 5 s.
     pub degraded_after: Duration,
+    /// Where records the brokers refuse go, with the reason and the position. `{pipeline}` is
+    /// replaced. Default `_syncmesh.{pipeline}.dead-letters`.
+    pub dead_letter_topic: String,
+    /// How long a failed transaction is retried in place before the path fails. Default 300 s.
+    pub retry_for: Duration,
 }
 
 impl RealtimeConfig {
     pub const DEFAULT_TOPIC_TEMPLATE: &'static str = "{pipeline}.{schema}.{table}";
     pub const DEFAULT_TRANSACTIONAL_ID: &'static str = "syncmesh-{pipeline}";
     pub const DEFAULT_POSITIONS_TOPIC: &'static str = "_syncmesh.{pipeline}.positions";
+    pub const DEFAULT_DEAD_LETTER_TOPIC: &'static str = "_syncmesh.{pipeline}.dead-letters";
 
     /// The defaults, with `brokers`.
     pub fn new(brokers: impl Into<String>) -> Self {
@@ -87,6 +93,8 @@ impl RealtimeConfig {
             operation_timeout: Duration::from_secs(60),
             properties: BTreeMap::new(),
             degraded_after: Duration::from_secs(5),
+            dead_letter_topic: Self::DEFAULT_DEAD_LETTER_TOPIC.into(),
+            retry_for: Duration::from_secs(300),
         }
     }
 
@@ -107,6 +115,20 @@ impl RealtimeConfig {
 
     pub fn positions_topic_for(&self, pipeline: &str) -> String {
         topic_name(&self.positions_topic.replace("{pipeline}", pipeline))
+    }
+
+    pub fn dead_letter_topic_for(&self, pipeline: &str) -> String {
+        topic_name(&self.dead_letter_topic.replace("{pipeline}", pipeline))
+    }
+
+    /// The largest record value the producer may send, from `message.max.bytes` (librdkafka's
+    /// default 1,000,000), less room for the key and headers.
+    pub fn max_value_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1_000_000)
+            .saturating_sub(4_096)
     }
 }
 
@@ -137,5 +159,6 @@ mod tests {
         );
         assert_eq!(c.positions_topic_for("p1"), "_syncmesh.p1.positions");
         assert_eq!(c.transactional_id_for("p1"), "syncmesh-p1");
+        assert_eq!(c.dead_letter_topic_for("p1"), "_syncmesh.p1.dead-letters");
     }
 }

@@ -2,9 +2,11 @@
 //! table, together with the source positions it reaches (in a compacted positions topic of the
 //! pipeline); the batch is acknowledged only once the transaction is committed.
 //!
-//! A produce or commit error aborts the open transaction and ends the path with the error; the
-//! runtime then fails the run, and the next run resumes from the checkpoint (at-least-once into
-//! the path, exactly-once for read_committed consumers of what was committed).
+//! A produce or commit error aborts the open transaction and the same batch is produced again,
+//! backing off, until `retry_for` is spent; only then does the path end with the error, the run
+//! fail, and the next run resume from Kafka's committed positions (at-least-once into the path,
+//! exactly-once for read_committed consumers of what was committed). Records the brokers refuse
+//! for good go to the dead-letter topic instead, in the same transaction as the rest.
 //!
 //! Delivery reports come from librdkafka's threads: `FutureProducer` hands each one to its
 //! future through a oneshot channel, so nothing ever blocks there. Calls that wait on the broker
@@ -23,13 +25,16 @@ use crate::decider::PathHealth;
 use crate::event::{ChangeEvent, Position, TableId, to_canal_json, to_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +67,14 @@ pub enum RealtimeError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error(
+        "kafka at {brokers}: the producer failed for good ({code}: {reason}); another worker with the same transactional id may have taken over"
+    )]
+    Fatal {
+        brokers: String,
+        code: RDKafkaErrorCode,
+        reason: String,
+    },
     #[error("kafka at {brokers}: a delivery report for topic `{topic}` was lost")]
     DeliveryLost { brokers: String, topic: String },
     #[error(transparent)]
@@ -79,6 +92,10 @@ struct RealtimeMetrics {
     produce_seconds: prometheus::Histogram,
     replay_skipped: IntCounter,
     claim_checks: IntCounter,
+    retries: IntCounter,
+    dead_letters: IntCounterVec,
+    degraded: IntGauge,
+    pipeline: String,
 }
 
 impl RealtimeMetrics {
@@ -114,6 +131,30 @@ impl RealtimeMetrics {
             ),
             &["pipeline"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "syncmesh_kafka_transaction_retries_total",
+                "Failed Kafka transactions aborted and produced again",
+            ),
+            &["pipeline"],
+        )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "syncmesh_kafka_dead_letters_total",
+                "Records the brokers refused, sent to the dead-letter topic, by error code",
+            ),
+            &["pipeline", "code"],
+        )?;
+        let degraded = IntGaugeVec::new(
+            Opts::new(
+                "syncmesh_kafka_path_degraded",
+                "1 while a Kafka transaction has been open longer than degradedAfterMs",
+            ),
+            &["pipeline"],
+        )?;
+        registry.register(Box::new(degraded.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(claims.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(transactions.clone()))?;
@@ -124,7 +165,17 @@ impl RealtimeMetrics {
             produce_seconds: produce.with_label_values(&[pipeline]),
             replay_skipped: skipped.with_label_values(&[pipeline]),
             claim_checks: claims.with_label_values(&[pipeline]),
+            retries: retries.with_label_values(&[pipeline]),
+            dead_letters,
+            degraded: degraded.with_label_values(&[pipeline]),
+            pipeline: pipeline.to_string(),
         })
+    }
+
+    fn dead_letter(&self, code: RDKafkaErrorCode) {
+        self.dead_letters
+            .with_label_values(&[self.pipeline.as_str(), &format!("{code:?}")])
+            .inc();
     }
 }
 
@@ -134,7 +185,7 @@ pub struct RealtimePath {
     config: RealtimeConfig,
     metrics: RealtimeMetrics,
     /// Topic per table, resolved from the template once.
-    topics: HashMap<TableId, String>,
+    topics: HashMap<TableId, Arc<str>>,
     /// Topics known to exist (created by this path or found there).
     created: HashSet<String>,
     /// Per source, the last position a previous run committed to Kafka. Replayed events at or
@@ -196,7 +247,8 @@ impl RealtimePath {
 
     /// The path's health, for the decider's fallback: degraded while a transaction has been
     /// open longer than `degraded_after` (brokers down or overloaded), healthy again once it
-    /// ends. A failed transaction ends the path, so "degraded" never outlives the path.
+    /// ends. A transaction that fails is retried in place, so the flag stays up through the
+    /// retries; the path ends only once `retry_for` is spent.
     pub fn health(&self) -> Arc<PathHealth> {
         self.health.clone()
     }
@@ -204,11 +256,12 @@ impl RealtimePath {
     /// [`RealtimePath::flush`], raising the health flag if it takes too long.
     async fn watched_flush(
         &mut self,
-        kafka: &Kafka,
+        kafka: &mut Kafka,
         pending: &mut Vec<Routed>,
         acks: &Acker,
     ) -> Result<(), PathError> {
         let health = self.health.clone();
+        let gauge = self.metrics.degraded.clone();
         let after = self.config.degraded_after;
         let pipeline = self.pipeline.clone();
         let flush = self.flush(kafka, pending, acks);
@@ -218,12 +271,14 @@ impl RealtimePath {
             _ = tokio::time::sleep(after) => {
                 tracing::warn!(%pipeline, after_ms = after.as_millis() as u64, "kafka transaction still open: real-time path degraded");
                 health.set_degraded(true);
+                gauge.set(1);
                 flush.await
             }
         };
         if result.is_ok() && health.is_degraded() {
             tracing::info!(%pipeline, "kafka transaction committed: real-time path healthy again");
             health.set_degraded(false);
+            gauge.set(0);
         }
         result
     }
@@ -293,16 +348,47 @@ impl RealtimePath {
         for routed in batch {
             self.seen = Some(routed.seq);
             self.unacked += 1;
-            let source = &*routed.event.source;
-            if let Some(done) = self.committed.get(source) {
-                if routed.event.position.not_after(done) == Some(true) {
-                    self.metrics.replay_skipped.inc();
-                    continue;
-                }
-                self.committed.remove(source);
+            if !self.already_committed(&routed.event) {
+                pending.push(routed);
             }
-            pending.push(routed);
         }
+    }
+
+    /// Whether Kafka already holds `event` (at or before the committed position of its source).
+    /// The first event past that position ends the check for its source.
+    fn already_committed(&mut self, event: &ChangeEvent) -> bool {
+        let source = &*event.source;
+        if let Some(done) = self.committed.get(source) {
+            if event.position.not_after(done) == Some(true) {
+                self.metrics.replay_skipped.inc();
+                return true;
+            }
+            self.committed.remove(source);
+        }
+        false
+    }
+
+    /// After a reconnect: drops from `pending` what the positions topic says is committed
+    /// (a commit that failed on our side may have succeeded at the broker), keeping `refused`
+    /// aligned with what is left.
+    fn drop_committed(
+        &mut self,
+        pending: &mut Vec<Routed>,
+        refused: &mut BTreeMap<usize, Refusal>,
+    ) {
+        let mut kept = Vec::with_capacity(pending.len());
+        let mut still_refused = BTreeMap::new();
+        for (index, routed) in std::mem::take(pending).into_iter().enumerate() {
+            if self.already_committed(&routed.event) {
+                continue;
+            }
+            if let Some(refusal) = refused.remove(&index) {
+                still_refused.insert(kept.len(), refusal);
+            }
+            kept.push(routed);
+        }
+        *pending = kept;
+        *refused = still_refused;
     }
 
     /// Creates the topics not yet known to exist; "already exists" counts as success.
@@ -364,19 +450,23 @@ impl RealtimePath {
         Ok(())
     }
 
-    fn topic(&mut self, table: &TableId) -> &str {
+    fn topic(&mut self, table: &TableId) -> &Arc<str> {
         if !self.topics.contains_key(table) {
             let t = self.config.topic_for(&self.pipeline, table);
-            self.topics.insert(table.clone(), t);
+            self.topics.insert(table.clone(), t.into());
         }
         &self.topics[table]
     }
 
     /// Produces `pending` and the positions it reaches in one transaction, commits it, then
-    /// acknowledges. On any error the transaction is aborted and the error returned.
+    /// acknowledges. After a failed transaction the producer is replaced (fencing the old one,
+    /// so the broker aborts what it left open) and what Kafka has not committed is produced
+    /// again, backing off, for up to `retry_for`. Records the brokers refused go to the
+    /// dead-letter topic in the next attempt. A fatal producer error (fenced by a newer
+    /// worker) ends the path.
     async fn flush(
         &mut self,
-        kafka: &Kafka,
+        kafka: &mut Kafka,
         pending: &mut Vec<Routed>,
         acks: &Acker,
     ) -> Result<(), PathError> {
@@ -391,37 +481,47 @@ impl RealtimePath {
             return Ok(());
         }
         let count = std::mem::take(&mut self.unacked);
-        let mut tables: Vec<String> = Vec::new();
-        for r in pending.iter() {
-            let t = self.topic(r.event.table()).to_string();
-            if !tables.contains(&t) {
-                tables.push(t);
-            }
-        }
-        self.ensure_topics(kafka, &tables, false).await?;
-
+        tracing::debug!(pipeline = %self.pipeline, events = pending.len(), first = ?pending.first().map(|r| &r.event.position), last = ?pending.last().map(|r| &r.event.position), "flushing");
         let started = Instant::now();
-        kafka
-            .producer
-            .begin_transaction()
-            .map_err(|e| self.kafka_error("begin_transaction", e))?;
-        let produced = self.produce_all(kafka, pending).await;
-        let outcome = match produced {
-            Ok(()) => {
-                let p = kafka.producer.clone();
-                let timeout = self.config.operation_timeout;
-                match tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(self.kafka_error("commit_transaction", e)),
-                    Err(_) => Err(self.kafka_error("commit_transaction", KafkaError::Canceled)),
+        let mut refused: BTreeMap<usize, Refusal> = BTreeMap::new();
+        let mut retry = Retry::new(self.config.retry_for);
+        while !pending.is_empty() {
+            let mut error = match self.attempt(kafka, pending, &mut refused).await {
+                Ok(()) => break,
+                Err(Failure::Refused) => match self.abort(kafka).await {
+                    // The refused records go to the dead-letter topic now: no wait.
+                    Ok(()) => {
+                        self.metrics.aborted.inc();
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Err(Failure::Other(e)) => e,
+            };
+            self.metrics.aborted.inc();
+            if let Some(fatal) = self.fatal(kafka) {
+                return Err(fatal.into());
+            }
+            // A new producer with the same transactional id fences this one and has the broker
+            // abort its open transaction, whatever state librdkafka left it in.
+            loop {
+                let Some(wait) = retry.next_wait() else {
+                    return Err(error.into());
+                };
+                tracing::warn!(pipeline = %self.pipeline, %error, attempt = retry.attempts,
+                    wait_ms = wait.as_millis() as u64,
+                    "kafka transaction failed; reconnecting to produce the batch again");
+                self.metrics.retries.inc();
+                tokio::time::sleep(wait).await;
+                match self.reconnect(kafka).await {
+                    Ok(()) => break,
+                    Err(e) => error = e,
                 }
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = outcome {
-            self.abort(kafka).await;
-            self.metrics.aborted.inc();
-            return Err(e.into());
+            self.drop_committed(pending, &mut refused);
+        }
+        for refusal in refused.values() {
+            self.metrics.dead_letter(refusal.code);
         }
         self.metrics.committed.inc();
         self.metrics
@@ -432,51 +532,122 @@ impl RealtimePath {
         Ok(())
     }
 
-    async fn abort(&self, kafka: &Kafka) {
+    /// One transaction: topics, begin, produce, commit.
+    async fn attempt(
+        &mut self,
+        kafka: &Kafka,
+        pending: &[Routed],
+        refused: &mut BTreeMap<usize, Refusal>,
+    ) -> Result<(), Failure> {
+        let mut topics: Vec<String> = Vec::new();
+        for r in pending {
+            let t = self.topic(r.event.table());
+            if !topics.iter().any(|known| known.as_str() == &**t) {
+                topics.push(t.to_string());
+            }
+        }
+        if !refused.is_empty() {
+            topics.push(self.config.dead_letter_topic_for(&self.pipeline));
+        }
+        self.ensure_topics(kafka, &topics, false)
+            .await
+            .map_err(Failure::Other)?;
+        kafka
+            .producer
+            .begin_transaction()
+            .map_err(|e| Failure::Other(self.kafka_error("begin_transaction", e)))?;
+        self.produce_all(kafka, pending, refused).await?;
+        self.commit(kafka).await.map_err(Failure::Other)
+    }
+
+    async fn commit(&self, kafka: &Kafka) -> Result<(), RealtimeError> {
+        let p = kafka.producer.clone();
+        let timeout = self.config.operation_timeout;
+        match tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.kafka_error("commit_transaction", e)),
+            Err(_) => Err(self.kafka_error("commit_transaction", KafkaError::Canceled)),
+        }
+    }
+
+    /// Replaces the producer: the new one fences the old, the broker aborts what the old left
+    /// open, and the committed positions are read again. The old producer is destroyed off the
+    /// async workers (librdkafka may wait on its queue).
+    async fn reconnect(&mut self, kafka: &mut Kafka) -> Result<(), RealtimeError> {
+        let fresh = self.connect().await?;
+        let old = std::mem::replace(kafka, fresh);
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
+    }
+
+    /// The producer's fatal error when it means this worker must stop: a newer producer with
+    /// the same transactional id fenced it (reconnecting would fence that one in turn), or it
+    /// may not use that id. Other fatal errors are cured by a new producer.
+    fn fatal(&self, kafka: &Kafka) -> Option<RealtimeError> {
+        let (code, reason) = kafka.producer.client().fatal_error()?;
+        let for_good = matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+        );
+        for_good.then(|| RealtimeError::Fatal {
+            brokers: self.config.brokers.clone(),
+            code,
+            reason,
+        })
+    }
+
+    /// Aborts the open transaction (after the brokers refused records: they are up).
+    async fn abort(&self, kafka: &Kafka) -> Result<(), RealtimeError> {
         let p = kafka.producer.clone();
         let timeout = self.config.operation_timeout;
         match tokio::task::spawn_blocking(move || p.abort_transaction(timeout)).await {
             Ok(Ok(())) => {
                 tracing::warn!(pipeline = %self.pipeline, "kafka transaction aborted");
+                Ok(())
             }
-            // A fenced or fatally failed producer cannot abort; the broker (or the next
-            // instance's init_transactions) aborts the transaction instead.
-            Ok(Err(e)) => {
-                tracing::error!(pipeline = %self.pipeline, error = %e, "aborting the kafka transaction failed");
-            }
-            Err(e) => {
-                tracing::error!(pipeline = %self.pipeline, error = %e, "aborting the kafka transaction panicked");
-            }
+            Ok(Err(e)) => Err(self.kafka_error("abort_transaction", e)),
+            Err(_) => Err(self.kafka_error("abort_transaction", KafkaError::Canceled)),
         }
     }
 
-    /// Enqueues every event and one position record per source, then waits for every
-    /// delivery report.
+    /// The record value of `event` in the configured format.
+    fn value_of(&self, event: &ChangeEvent, now_ms: i64) -> Vec<u8> {
+        match self.config.format {
+            KafkaFormat::DebeziumJson => serde_json::to_vec(&to_debezium_json(event, now_ms)),
+            KafkaFormat::CanalJson => serde_json::to_vec(&to_canal_json(event, now_ms)),
+        }
+        .expect("JSON values always serialize")
+    }
+
+    /// Enqueues every event (refused ones to the dead-letter topic) and one position record
+    /// per source, then waits for every delivery report. Records the brokers refuse are added
+    /// to `refused` and fail the attempt with [`Failure::Refused`].
     async fn produce_all(
         &mut self,
         kafka: &Kafka,
         pending: &[Routed],
-    ) -> Result<(), RealtimeError> {
+        refused: &mut BTreeMap<usize, Refusal>,
+    ) -> Result<(), Failure> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut inflight: VecDeque<(DeliveryFuture, usize)> = VecDeque::new();
-        // The topic of each in-flight record, by index, for error messages.
-        let mut topic_names: Vec<String> = Vec::new();
+        let mut deliveries = Deliveries::default();
         let mut last: BTreeMap<Arc<str>, (&crate::event::Position, u64)> = BTreeMap::new();
-        for routed in pending {
+        let dead_letter_topic: Arc<str> = self.config.dead_letter_topic_for(&self.pipeline).into();
+        for (index, routed) in pending.iter().enumerate() {
             let event: &ChangeEvent = &routed.event;
-            let topic = self.topic(event.table()).to_string();
+            last.insert(event.source.clone(), (&event.position, routed.seq));
+            let topic = self.topic(event.table()).clone();
             let key = event.key_text();
-            let value = match self.config.format {
-                KafkaFormat::DebeziumJson => serde_json::to_vec(&to_debezium_json(event, now_ms)),
-                KafkaFormat::CanalJson => serde_json::to_vec(&to_canal_json(event, now_ms)),
-            }
-            .expect("JSON values always serialize");
+            let value = self.value_of(event, now_ms);
             let position = serde_json::to_vec(&event.position).expect("positions always serialize");
             let (value, claim) = match &self.claim_check {
                 Some(check) if check.needed(key.as_bytes(), &value) => {
                     let claim = check
                         .store(&topic, &position, key.as_bytes(), value)
-                        .await?;
+                        .await
+                        .map_err(|e| Failure::Other(e.into()))?;
                     self.metrics.claim_checks.inc();
                     let at =
                         serde_json::to_value(&event.position).expect("positions always serialize");
@@ -486,36 +657,53 @@ impl RealtimePath {
                 }
                 _ => (value, None),
             };
-            let version = event.schema.version.to_string();
-            let mut headers = OwnedHeaders::new_with_capacity(4)
-                .insert(Header {
-                    key: HEADER_POSITION,
-                    value: Some(&position),
-                })
-                .insert(Header {
-                    key: HEADER_SCHEMA_VERSION,
-                    value: Some(version.as_bytes()),
-                })
-                .insert(Header {
-                    key: HEADER_SOURCE,
-                    value: Some(event.source.as_bytes()),
-                });
-            if let Some(url) = &claim {
-                headers = headers.insert(Header {
-                    key: HEADER_CLAIM_CHECK,
-                    value: Some(url.as_bytes()),
-                });
+            let headers = || record_headers(event, &position, claim.as_deref());
+            if let Entry::Vacant(slot) = refused.entry(index) {
+                let mut record = FutureRecord::to(&topic).payload(&value).headers(headers());
+                if !key.is_empty() {
+                    record = record.key(key.as_bytes());
+                }
+                match self.enqueue(kafka, record, &mut deliveries).await {
+                    Ok(future) => {
+                        deliveries.push(future, topic, Some(index));
+                        continue;
+                    }
+                    // Refused before it left (larger than `message.max.bytes`): no transaction
+                    // state is touched, so it goes to the dead-letter topic in this attempt.
+                    Err(Failure::Refused) => {
+                        slot.insert(deliveries.take_local_refusal(&topic));
+                    }
+                    Err(other) => return Err(other),
+                }
             }
-            let mut record = FutureRecord::to(&topic).payload(&value).headers(headers);
+            if !self.created.contains(&*dead_letter_topic) {
+                self.ensure_topics(kafka, &[dead_letter_topic.to_string()], false)
+                    .await
+                    .map_err(Failure::Other)?;
+            }
+            let refusal = &refused[&index];
+            let letter = self.dead_letter_value(event, &key, &topic, refusal, &value);
+            let headers = headers().insert(Header {
+                key: HEADER_DEAD_LETTER_REASON,
+                value: Some(refusal.reason.as_bytes()),
+            });
+            let mut record = FutureRecord::to(&dead_letter_topic)
+                .payload(&letter)
+                .headers(headers);
             if !key.is_empty() {
                 record = record.key(key.as_bytes());
             }
-            let future = self.enqueue(kafka, record, &mut inflight).await?;
-            inflight.push_back((future, topic_names.len()));
-            topic_names.push(topic);
-            last.insert(event.source.clone(), (&event.position, routed.seq));
+            let future = match self.enqueue(kafka, record, &mut deliveries).await {
+                Ok(future) => future,
+                Err(Failure::Refused) => {
+                    let refusal = deliveries.take_local_refusal(&dead_letter_topic);
+                    return Err(Failure::Other(self.refused_error(refusal)));
+                }
+                Err(other) => return Err(other),
+            };
+            deliveries.push(future, dead_letter_topic.clone(), None);
         }
-        let positions_topic = self.config.positions_topic_for(&self.pipeline);
+        let positions_topic: Arc<str> = self.config.positions_topic_for(&self.pipeline).into();
         for (source, (position, seq)) in last {
             let value = serde_json::to_vec(&PositionRecord {
                 position: position.clone(),
@@ -526,59 +714,289 @@ impl RealtimePath {
             let record = FutureRecord::to(&positions_topic)
                 .key(source.as_bytes())
                 .payload(&value);
-            let future = self.enqueue(kafka, record, &mut inflight).await?;
-            inflight.push_back((future, topic_names.len()));
-            topic_names.push(positions_topic.clone());
+            match self.enqueue(kafka, record, &mut deliveries).await {
+                Ok(future) => deliveries.push(future, positions_topic.clone(), None),
+                Err(Failure::Refused) => {
+                    let refusal = deliveries.take_local_refusal(&positions_topic);
+                    return Err(Failure::Other(self.refused_error(refusal)));
+                }
+                Err(other) => return Err(other),
+            }
         }
-        while let Some((future, i)) = inflight.pop_front() {
-            self.delivered(future, &topic_names[i]).await?;
+        while deliveries.settle_oldest().await {}
+        let outcome = deliveries.finish(&self.config.brokers);
+        if !outcome.refused.is_empty() {
+            for (index, refusal) in &outcome.refused {
+                tracing::warn!(pipeline = %self.pipeline, topic = %refusal.topic, reason = %refusal.reason,
+                    position = ?pending[*index].event.position,
+                    "the brokers refused a record; it goes to the dead-letter topic");
+            }
+            refused.extend(outcome.refused);
         }
-        Ok(())
+        match outcome.error {
+            Some(error) => Err(Failure::Other(error)),
+            None if outcome.newly_refused => Err(Failure::Refused),
+            None => Ok(()),
+        }
+    }
+
+    /// The dead-letter record of `event`: why it was refused, where it was going, its position,
+    /// and the refused value itself when it fits under the producer's size limit.
+    fn dead_letter_value(
+        &self,
+        event: &ChangeEvent,
+        key: &str,
+        topic: &str,
+        refusal: &Refusal,
+        value: &[u8],
+    ) -> Vec<u8> {
+        let mut letter = serde_json::json!({
+            "reason": refusal.reason,
+            "code": format!("{:?}", refusal.code),
+            "topic": topic,
+            "source": &*event.source,
+            "table": event.table().to_string(),
+            "op": event.op.code(),
+            "schemaVersion": event.schema.version,
+            "position": serde_json::to_value(&event.position).expect("positions always serialize"),
+            "key": key,
+            "valueBytes": value.len(),
+        });
+        if value.len() + 2_048 <= self.config.max_value_bytes() {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(value) {
+                letter["value"] = v;
+            }
+        } else {
+            letter["valueOmitted"] = true.into();
+        }
+        serde_json::to_vec(&letter).expect("JSON values always serialize")
+    }
+
+    fn refused_error(&self, refusal: Refusal) -> RealtimeError {
+        RealtimeError::Produce {
+            brokers: self.config.brokers.clone(),
+            topic: refusal.topic.to_string(),
+            source: Box::new(KafkaError::MessageProduction(refusal.code)),
+        }
     }
 
     /// Enqueues `record`; while librdkafka's queue is full, waits for the oldest in-flight
-    /// delivery first.
+    /// delivery first. A record librdkafka refuses outright is [`Failure::Refused`], its reason
+    /// kept in `deliveries` for [`Deliveries::take_local_refusal`].
     async fn enqueue<'a>(
         &self,
         kafka: &Kafka,
         mut record: FutureRecord<'a, [u8], Vec<u8>>,
-        inflight: &mut VecDeque<(DeliveryFuture, usize)>,
-    ) -> Result<DeliveryFuture, RealtimeError> {
+        deliveries: &mut Deliveries,
+    ) -> Result<DeliveryFuture, Failure> {
         loop {
             match kafka.producer.send_result(record) {
                 Ok(future) => return Ok(future),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    match inflight.pop_front() {
-                        Some((future, _)) => {
-                            self.delivered(future, record.topic).await?;
-                        }
-                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    if !deliveries.settle_oldest().await {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
+                Err((KafkaError::MessageProduction(code), _)) if is_refusal(code) => {
+                    deliveries.local_refusal = Some(code);
+                    return Err(Failure::Refused);
+                }
                 Err((source, back)) => {
-                    return Err(RealtimeError::Produce {
+                    return Err(Failure::Other(RealtimeError::Produce {
                         brokers: self.config.brokers.clone(),
                         topic: back.topic.to_string(),
                         source: Box::new(source),
-                    });
+                    }));
                 }
             }
         }
     }
+}
 
-    async fn delivered(&self, future: DeliveryFuture, topic: &str) -> Result<(), RealtimeError> {
+/// The headers of an event's record: position, schema version, source, and the claim-check
+/// URL when the value was stored aside.
+fn record_headers(event: &ChangeEvent, position: &[u8], claim: Option<&str>) -> OwnedHeaders {
+    let version = event.schema.version.to_string();
+    let headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: HEADER_POSITION,
+            value: Some(position),
+        })
+        .insert(Header {
+            key: HEADER_SCHEMA_VERSION,
+            value: Some(version.as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_SOURCE,
+            value: Some(event.source.as_bytes()),
+        });
+    match claim {
+        Some(url) => headers.insert(Header {
+            key: HEADER_CLAIM_CHECK,
+            value: Some(url.as_bytes()),
+        }),
+        None => headers,
+    }
+}
+
+/// Header naming why a record is in the dead-letter topic.
+pub const HEADER_DEAD_LETTER_REASON: &str = "syncmesh.dead-letter.reason";
+
+/// Why an attempt at a transaction failed.
+enum Failure {
+    /// The brokers refused records (now in the `refused` map): abort and produce the batch
+    /// again with those records sent to the dead-letter topic.
+    Refused,
+    /// Anything else: abort and retry after a backoff while the budget lasts.
+    Other(RealtimeError),
+}
+
+/// Why the brokers (or librdkafka, before sending) refused one record.
+#[derive(Debug, Clone)]
+struct Refusal {
+    code: RDKafkaErrorCode,
+    reason: String,
+    topic: Arc<str>,
+}
+
+/// Error codes that refuse one record for good, whatever the retry: the record itself (or
+/// its topic) is wrong for these brokers. Everything else (timeouts, leaders moving, brokers
+/// down) is retried.
+fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::PolicyViolation
+    )
+}
+
+/// Backoff for a failed transaction: waits doubling from 100 ms to 10 s until the budget is
+/// spent.
+struct Retry {
+    deadline: Instant,
+    wait: Duration,
+    attempts: u32,
+}
+
+impl Retry {
+    fn new(budget: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + budget,
+            wait: Duration::from_millis(100),
+            attempts: 0,
+        }
+    }
+
+    /// The wait before the next attempt, or `None` once the budget is spent.
+    fn next_wait(&mut self) -> Option<Duration> {
+        let left = self.deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        let wait = self.wait.min(left);
+        self.wait = (self.wait * 2).min(Duration::from_secs(10));
+        self.attempts += 1;
+        Some(wait)
+    }
+}
+
+/// What one attempt has in flight: a delivery future per record, with its topic and (for an
+/// event) its index in the batch, and what came back so far.
+#[derive(Default)]
+struct Deliveries {
+    inflight: VecDeque<(DeliveryFuture, Arc<str>, Option<usize>)>,
+    refused: Vec<(usize, Refusal)>,
+    error: Option<RealtimeError>,
+    lost: Option<Arc<str>>,
+    local_refusal: Option<RDKafkaErrorCode>,
+}
+
+/// The delivery reports of one attempt.
+struct Outcome {
+    refused: Vec<(usize, Refusal)>,
+    newly_refused: bool,
+    error: Option<RealtimeError>,
+}
+
+impl Deliveries {
+    fn push(&mut self, future: DeliveryFuture, topic: Arc<str>, event: Option<usize>) {
+        self.inflight.push_back((future, topic, event));
+    }
+
+    /// The refusal `enqueue` just reported for a record of `topic`.
+    fn take_local_refusal(&mut self, topic: &Arc<str>) -> Refusal {
+        let code = self
+            .local_refusal
+            .take()
+            .unwrap_or(RDKafkaErrorCode::MessageSizeTooLarge);
+        Refusal {
+            code,
+            reason: KafkaError::MessageProduction(code).to_string(),
+            topic: topic.clone(),
+        }
+    }
+
+    /// Waits for the oldest in-flight delivery and records its outcome; false when none is
+    /// in flight.
+    async fn settle_oldest(&mut self) -> bool {
+        let Some((future, topic, event)) = self.inflight.pop_front() else {
+            return false;
+        };
         match future.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((source, message))) => Err(RealtimeError::Produce {
-                brokers: self.config.brokers.clone(),
-                topic: message.topic().to_string(),
-                source: Box::new(source),
-            }),
-            Err(_) => Err(RealtimeError::DeliveryLost {
-                brokers: self.config.brokers.clone(),
+            Ok(Ok(_)) => {}
+            Ok(Err((KafkaError::MessageProduction(code), _)))
+                if is_refusal(code)
+                    && let Some(index) = event =>
+            {
+                let refusal = Refusal {
+                    code,
+                    reason: KafkaError::MessageProduction(code).to_string(),
+                    topic,
+                };
+                self.refused.push((index, refusal));
+            }
+            Ok(Err((source, message))) => {
+                if self.error.is_none() {
+                    self.error = Some(RealtimeError::Produce {
+                        brokers: String::new(),
+                        topic: message.topic().to_string(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+            Err(_) => {
+                self.lost.get_or_insert(topic);
+            }
+        }
+        true
+    }
+
+    fn finish(self, brokers: &str) -> Outcome {
+        let error = match (self.error, self.lost) {
+            (Some(RealtimeError::Produce { topic, source, .. }), _) => {
+                Some(RealtimeError::Produce {
+                    brokers: brokers.to_string(),
+                    topic,
+                    source,
+                })
+            }
+            (Some(other), _) => Some(other),
+            (None, Some(topic)) => Some(RealtimeError::DeliveryLost {
+                brokers: brokers.to_string(),
                 topic: topic.to_string(),
             }),
+            (None, None) => None,
+        };
+        Outcome {
+            newly_refused: !self.refused.is_empty(),
+            refused: self.refused,
+            error,
         }
     }
 }
@@ -590,7 +1008,7 @@ impl Path for RealtimePath {
         mut events: mpsc::Receiver<Vec<Routed>>,
         acks: Acker,
     ) -> Result<(), PathError> {
-        let kafka = self.connect().await?;
+        let mut kafka = self.connect().await?;
         let mut pending: Vec<Routed> = Vec::new();
         let mut oldest: Option<Instant> = None;
         loop {
@@ -601,20 +1019,50 @@ impl Path for RealtimePath {
                         oldest.get_or_insert_with(Instant::now);
                         self.receive(batch, &mut pending);
                         if pending.len() >= self.config.max_batch_events {
-                            self.watched_flush(&kafka, &mut pending, &acks).await?;
+                            self.watched_flush(&mut kafka, &mut pending, &acks).await?;
                             oldest = None;
                         }
                     }
                     None => {
-                        self.watched_flush(&kafka, &mut pending, &acks).await?;
+                        self.watched_flush(&mut kafka, &mut pending, &acks).await?;
                         return Ok(());
                     }
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.watched_flush(&kafka, &mut pending, &acks).await?;
+                    self.watched_flush(&mut kafka, &mut pending, &acks).await?;
                     oldest = None;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_record_level_errors_are_refusals() {
+        assert!(is_refusal(RDKafkaErrorCode::MessageSizeTooLarge));
+        assert!(is_refusal(RDKafkaErrorCode::TopicAuthorizationFailed));
+        assert!(is_refusal(RDKafkaErrorCode::PolicyViolation));
+        assert!(!is_refusal(RDKafkaErrorCode::MessageTimedOut));
+        assert!(!is_refusal(RDKafkaErrorCode::NotLeaderForPartition));
+        assert!(!is_refusal(RDKafkaErrorCode::AllBrokersDown));
+    }
+
+    #[test]
+    fn retry_waits_double_up_to_ten_seconds_and_stop_at_the_budget() {
+        let mut r = Retry::new(Duration::from_secs(3600));
+        let waits: Vec<u64> = (0..10)
+            .filter_map(|_| r.next_wait())
+            .map(|w| w.as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        let mut spent = Retry::new(Duration::ZERO);
+        assert_eq!(spent.next_wait(), None);
     }
 }
