@@ -406,3 +406,97 @@ fn follow_picks_up_new_files_and_sigterm_drains_cleanly() {
         "a stopped streaming run reports ABORT"
     );
 }
+
+/// SIGHUP applies the manifest's new routes to a following run without a restart: after the
+/// quickstart's routes are changed to discard `bank.*`, a file that arrives is read but never
+/// reaches the batch path, while what was routed before stays in the sink. A change to
+/// anything else is refused and the running routes stay.
+#[test]
+fn sighup_reloads_the_routes_without_a_restart() {
+    let (dir, manifest) = quickstart_copy(&[]);
+    let second = dir.path().join("data/ledger-0002.dat");
+    let held = std::fs::read(&second).expect("read");
+    std::fs::remove_file(&second).expect("remove");
+    let log = dir.path().join("run.log");
+    let child = Command::new(bin())
+        .args([
+            "run",
+            manifest.to_str().expect("utf-8"),
+            "--follow",
+            "--poll-ms",
+            "100",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let logged = |needle: &str, times: usize| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+            >= times
+    };
+    wait_until("the first file checkpointed", &|| {
+        checkpointed_record_count(dir.path(), "quickstart") >= 10_000
+    });
+
+    // A change outside the routes is refused.
+    let original = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(
+        &manifest,
+        original.replace("maxEvents: 4000", "maxEvents: 3000"),
+    )
+    .expect("edit");
+    signal("-HUP");
+    wait_until("the refusal logged", &|| logged("routes not reloaded", 1));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("spec.batch"),
+        "the refusal names the field"
+    );
+
+    // New routes: bank.* is discarded from now on.
+    let discard = original.replace("      to: [batch]\n", "      to: []\n");
+    assert_ne!(discard, original, "the quickstart routes bank.* to batch");
+    std::fs::write(&manifest, discard).expect("edit");
+    signal("-HUP");
+    wait_until("the reload logged", &|| {
+        logged("SIGHUP: routes reloaded", 1)
+    });
+
+    let tmp = dir.path().join("data/.incoming");
+    std::fs::write(&tmp, &held).expect("write");
+    std::fs::rename(&tmp, &second).expect("rename");
+    wait_until("the second file checkpointed", &|| {
+        checkpointed_record_count(dir.path(), "quickstart") >= 10_500
+    });
+    signal("-TERM");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(out.status.success(), "drained and exited 0: {stderr}");
+    let stdout = text(&out.stdout);
+    assert_eq!(events_read(&stdout), 10_500, "{stdout}");
+    assert!(
+        stdout.contains("batch     10000 events acknowledged"),
+        "only the first file reached the batch path: {stdout}"
+    );
+    assert_eq!(manifests_rows(dir.path()), 10_000);
+}

@@ -169,6 +169,36 @@ async fn scenario(kube: &Kube, api: Api<SyncPipeline>, ns: &str) -> anyhow::Resu
     })
     .await?;
 
+    // A routes-only change is applied by the running worker: no drain, no restart.
+    api.patch(
+        "ledger",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"routes": [
+            {"name": "ledger-rows", "match": {"tables": ["bank.*"]}, "to": ["batch"]}
+        ]}})),
+    )
+    .await?;
+    let port = worker.port;
+    poll_until(
+        DEADLINE,
+        "the worker to apply the new routes",
+        || async move {
+            let (_, metrics) = http_get(port, "/metrics")?;
+            Ok(metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with("syncmesh_route_reloads_total{outcome=\"applied\"")
+                        && l.ends_with(" 1")
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    assert!(
+        worker.child.try_wait()?.is_none(),
+        "the worker keeps running after a routes change"
+    );
+
     // A spec change: the worker drains and exits 0 by itself, for the rollout to restart it.
     api.patch(
         "ledger",

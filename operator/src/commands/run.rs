@@ -1,6 +1,7 @@
 //! `syncmesh run PIPELINE.yaml`: one pipeline in-process. A finite source ends the run once
 //! every path has acknowledged everything; `--follow` keeps polling until SIGINT/SIGTERM,
-//! which drains (flush, acknowledge, checkpoint) before exiting.
+//! which drains (flush, acknowledge, checkpoint) before exiting. SIGHUP applies the
+//! manifest's routes again without a restart.
 
 use super::validate::{base_dir, load};
 use crate::Failure;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use syncmesh_connectors::decider::Routes;
 use syncmesh_connectors::metrics::{Metrics, serve};
 use syncmesh_connectors::pipeline::{BuildError, Pipeline, PipelineOptions};
 use syncmesh_connectors::runtime::{RunSummary, RuntimeError, StopSignal};
@@ -68,6 +70,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         &format!("invalid manifest {}", args.pipeline.display()),
     )
     .await?;
+
+    #[cfg(unix)]
+    reload_routes_on_hangup(args.pipeline.clone(), pipeline.routes());
 
     let (stop_tx, stop) = StopSignal::new();
     let signal_tx = stop_tx.clone();
@@ -185,6 +190,40 @@ pub(crate) fn print_summary(name: &str, s: &RunSummary) {
             None => println!("  source {source}: nothing read yet"),
         }
     }
+}
+
+/// On SIGHUP, reads the manifest again and applies its routes: `spec.routes` and
+/// `spec.defaultRoute` change without a restart; any other change is refused (logged) and the
+/// running routes stay.
+#[cfg(unix)]
+fn reload_routes_on_hangup(path: PathBuf, routes: Arc<Routes>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: routes cannot be reloaded");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let manifest = match load(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    let error = format!("{:#}", e.error);
+                    tracing::error!(%error, "SIGHUP: routes not reloaded, the running ones stay");
+                    continue;
+                }
+            };
+            match routes.reload(&manifest.spec) {
+                Ok(true) => tracing::info!(manifest = %path.display(), "SIGHUP: routes reloaded"),
+                Ok(false) => tracing::info!(manifest = %path.display(), "SIGHUP: routes unchanged"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: routes not reloaded, the running ones stay")
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

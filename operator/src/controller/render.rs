@@ -193,7 +193,16 @@ pub fn render(sp: &SyncPipeline, defaults: &WorkerDefaults) -> Result<Rendered, 
     let owner = serde_json::to_value(owner).map_err(|e| RenderError::Manifest(e.to_string()))?;
 
     let (manifest, redacted) = manifest_yaml(sp, &name, &namespace)?;
-    let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(manifest.as_bytes()));
+    // The routes change in a running worker (it watches its pipeline), so they are left out
+    // of the hash that rolls the Deployment.
+    let mut without_routes = sp.clone();
+    without_routes.spec.routes.clear();
+    without_routes.spec.default_route.clear();
+    let (restart_manifest, _) = manifest_yaml(&without_routes, &name, &namespace)?;
+    let hash = format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(restart_manifest.as_bytes())
+    );
     let labels = json!({
         "app.kubernetes.io/name": "syncmesh-worker",
         "app.kubernetes.io/instance": name,
@@ -568,6 +577,42 @@ mod tests {
         assert_eq!(
             annotations.unwrap_or_default().get(HASH_ANNOTATION),
             Some(&r.hash)
+        );
+    }
+
+    #[test]
+    fn a_routes_change_keeps_the_pipeline_hash_and_other_changes_roll_the_worker() {
+        let hash = |sp: &SyncPipeline| render(sp, &defaults()).expect("renders").hash;
+        let sp = pipeline(oracle_spec());
+        let mut rerouted = sp.clone();
+        rerouted.spec.default_route = vec![syncmesh_crds::PathName::Realtime];
+        rerouted.spec.routes = serde_json::from_value(serde_json::json!([
+            {"name": "all", "match": {"tables": ["*"]}, "to": []}
+        ]))
+        .expect("routes parse");
+        assert_eq!(
+            hash(&sp),
+            hash(&rerouted),
+            "routes change in the running worker"
+        );
+        let r = render(&rerouted, &defaults()).expect("renders");
+        let data = r
+            .config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(MANIFEST_KEY))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            data.contains("name: all"),
+            "the ConfigMap still holds the whole spec"
+        );
+        let mut other = sp.clone();
+        other.spec.sources[0].name = "renamed".into();
+        assert_ne!(
+            hash(&sp),
+            hash(&other),
+            "any other change restarts the worker"
         );
     }
 

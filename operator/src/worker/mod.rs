@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use syncmesh_connectors::checker::CheckTrigger;
 use syncmesh_connectors::checkpoint::FileCheckpointStore;
+use syncmesh_connectors::decider::Routes;
 use syncmesh_connectors::metrics::{Metrics, serve_with_readiness};
 use syncmesh_connectors::runtime::{RunSummary, StopSignal};
 use syncmesh_crds::{FieldIssue, SyncPipeline, validate_spec};
@@ -104,6 +105,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), Failure> {
             check_request: check_request(&manifest),
         },
         pipeline.check_trigger(),
+        pipeline.routes(),
         stop_tx.clone(),
         reason.clone(),
     ));
@@ -235,16 +237,18 @@ fn check_request(p: &SyncPipeline) -> Option<String> {
         .and_then(|a| a.get(CHECK_ANNOTATION).cloned())
 }
 
-/// Watches the pipeline: a new generation (a spec change) or its deletion stops the run; a
-/// new value of [`CHECK_ANNOTATION`] runs the checks.
+/// Watches the pipeline: a new generation that changes only the routes is applied in place; any
+/// other spec change or its deletion stops the run (the Deployment starts it again with the new
+/// spec); a new value of [`CHECK_ANNOTATION`] runs the checks.
 async fn watch_spec(
     api: Api<SyncPipeline>,
     mut seen: Watched,
     checks: Option<CheckTrigger>,
+    routes: Arc<Routes>,
     stop_tx: watch::Sender<bool>,
     reason: Arc<OnceLock<StopReason>>,
 ) {
-    let generation = seen.generation;
+    let mut generation = seen.generation;
     let mut backoff = Duration::from_millis(500);
     let stream = kube::runtime::watcher::watch_object(api, &seen.name);
     futures::pin_mut!(stream);
@@ -267,6 +271,15 @@ async fn watch_spec(
                     }
                 }
                 seen.check_request = request;
+            }
+            // Routes are all that changed: swapped in place, the run goes on.
+            Ok(Some(p)) if routes.reload(&p.spec).is_ok() => {
+                tracing::info!(
+                    from = generation.unwrap_or_default(),
+                    to = p.metadata.generation.unwrap_or_default(),
+                    "the pipeline's routes changed; applied without a restart"
+                );
+                generation = p.metadata.generation;
             }
             Ok(Some(p)) => {
                 let r = StopReason::SpecChanged {
