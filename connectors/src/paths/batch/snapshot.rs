@@ -9,7 +9,7 @@
 
 use super::columnar::{self, ColumnarError};
 use super::retry::{Failed, RetryPolicy, retry};
-use crate::event::{ChangeEvent, Position, TableId, to_debezium_json};
+use crate::event::{ChangeEvent, Position, TableId, write_debezium_json};
 use crate::paths::store::Store;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -650,8 +650,7 @@ fn jsonl(events: &[Arc<ChangeEvent>], max: usize) -> Vec<columnar::EncodedFile> 
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut rows = 0u64;
     for (i, event) in events.iter().enumerate() {
-        // Serializing a serde_json::Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut buf, &to_debezium_json(event, now_ms));
+        write_debezium_json(event, now_ms, &mut buf);
         buf.push(b'\n');
         rows += 1;
         if buf.len() >= max || i + 1 == events.len() {

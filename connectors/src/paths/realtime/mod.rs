@@ -22,7 +22,7 @@ pub use positions::{PositionsError, read_committed_positions};
 
 use super::sleep_until;
 use crate::decider::PathHealth;
-use crate::event::{ChangeEvent, Position, TableId, to_canal_json, to_debezium_json};
+use crate::event::{ChangeEvent, Position, TableId, to_canal_json, write_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
 use prometheus::{
@@ -616,10 +616,14 @@ impl RealtimePath {
     /// The record value of `event` in the configured format.
     fn value_of(&self, event: &ChangeEvent, now_ms: i64) -> Vec<u8> {
         match self.config.format {
-            KafkaFormat::DebeziumJson => serde_json::to_vec(&to_debezium_json(event, now_ms)),
-            KafkaFormat::CanalJson => serde_json::to_vec(&to_canal_json(event, now_ms)),
+            KafkaFormat::DebeziumJson => {
+                let mut out = Vec::with_capacity(512);
+                write_debezium_json(event, now_ms, &mut out);
+                out
+            }
+            KafkaFormat::CanalJson => serde_json::to_vec(&to_canal_json(event, now_ms))
+                .expect("JSON values always serialize"),
         }
-        .expect("JSON values always serialize")
     }
 
     /// Enqueues every event (refused ones to the dead-letter topic) and one position record
