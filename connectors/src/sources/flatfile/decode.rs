@@ -9,7 +9,7 @@
 //! DEPENDING ON and REDEFINES bookkeeping.
 
 use super::encoding::Encoding;
-use super::fast::{self, FieldShape, INVALID, NEG, ShapeKind, Step};
+use super::fast::{self, FieldShape, INVALID, NEG, Program, ShapeKind, Step};
 use super::layout::{FieldKind, Layout, LayoutError, SignPosition};
 use super::numeric::{self, FAST_DIGITS};
 use super::row::{Cell, Row, RowBuffer};
@@ -192,11 +192,7 @@ pub struct RecordDecoder {
     utf8_tables: Vec<Option<Box<numeric::Utf8Table>>>,
     /// The compiled decode (see `fast`), for layouts without OCCURS DEPENDING ON or a
     /// selector whose fields all compile.
-    steps: Option<Vec<Step>>,
-    /// The record length below which the compiled steps would read out of bounds.
-    fast_need: usize,
-    /// Scratch bytes the compiled steps may write.
-    scratch_need: usize,
+    steps: Option<Program>,
 }
 
 fn binary_precision(len: usize, signed: bool) -> u8 {
@@ -416,7 +412,6 @@ impl RecordDecoder {
         } else {
             None
         };
-        let (fast_need, scratch_need) = steps.as_deref().map_or((0, 0), fast::bounds);
         Ok(Self {
             plans,
             columns,
@@ -431,9 +426,7 @@ impl RecordDecoder {
             zone: enc.digit(0),
             utf8_text,
             utf8_tables,
-            steps,
-            fast_need,
-            scratch_need,
+            steps: steps.as_deref().map(Program::new),
         })
     }
 
@@ -536,14 +529,14 @@ impl RecordDecoder {
         text: Option<&str>,
         buf: &mut RowBuffer,
     ) -> Option<usize> {
-        let steps = self.steps.as_deref()?;
-        if record.len() < self.fast_need {
+        let program = self.steps.as_ref()?;
+        if record.len() < program.need {
             return None;
         }
         buf.wide.clear();
-        buf.cells.resize(steps.len(), Cell::Null);
-        if buf.scratch.len() < self.scratch_need {
-            buf.scratch.resize(self.scratch_need, 0);
+        buf.cells.resize(program.cells(), Cell::Null);
+        if buf.scratch.len() < program.scratch {
+            buf.scratch.resize(program.scratch, 0);
         }
         let tables = fast::Tables {
             zones: u64::from(self.zone) * fast::ONES,
@@ -552,8 +545,7 @@ impl RecordDecoder {
             minus: self.minus,
         };
         let wide = &mut buf.wide;
-        fast::run(
-            steps,
+        program.run(
             &tables,
             record,
             text,

@@ -316,7 +316,7 @@ pub(crate) fn compile(shape: &FieldShape, off: usize) -> Option<Step> {
 
 /// The bytes a record needs for every step to read in bounds, and the scratch bytes the
 /// transcoded text may take.
-pub(crate) fn bounds(steps: &[Step]) -> (usize, usize) {
+fn bounds(steps: &[Step]) -> (usize, usize) {
     let mut need = 8;
     let mut scratch = 0;
     for s in steps {
@@ -345,7 +345,7 @@ pub(crate) fn bounds(steps: &[Step]) -> (usize, usize) {
         };
         need = need.max(end);
     }
-    (need, scratch)
+    (need, scratch + 8)
 }
 
 impl Span {
@@ -371,182 +371,372 @@ pub(crate) struct Tables<'a> {
 pub(crate) const INVALID: u8 = 0xFF;
 pub(crate) const NEG: u8 = 0x10;
 
-/// Runs `steps` over `record` into `cells` (exactly one per step) and `scratch` (transcoded
-/// text, from 0). Returns the scratch bytes used, or `None` to hand the record to the general
-/// code. `text` is the record as UTF-8 when it is valid as a whole; `general` decodes the
-/// element of a field at an offset (for `Step::General`).
-#[inline]
-pub(crate) fn run(
-    steps: &[Step],
-    t: &Tables<'_>,
-    record: &[u8],
-    text: Option<&str>,
-    cells: &mut [Cell],
-    scratch: &mut [u8],
-    mut general: impl FnMut(usize, usize) -> Option<Cell>,
-) -> Option<usize> {
-    let mut used = 0usize;
-    for (step, cell) in steps.iter().zip(cells.iter_mut()) {
-        *cell = match *step {
-            Step::Text {
-                off,
-                len,
-                space,
-                how,
-            } => {
-                let (off, len) = (off as usize, len as usize);
-                let bytes = record.get(off..off + len)?;
-                let e = super::numeric::trim_end(bytes, space);
-                match how {
-                    Text::Borrowed => match text {
-                        Some(t) if t.is_char_boundary(off) && t.is_char_boundary(off + e) => {
-                            Cell::Record(off as u32, (off + e) as u32)
-                        }
-                        Some(_) => return None,
-                        None => {
-                            // Binary fields elsewhere in the record: check and copy this one.
-                            let s = std::str::from_utf8(&bytes[..e]).ok()?;
-                            let start = used;
-                            scratch
-                                .get_mut(used..used + e)?
-                                .copy_from_slice(s.as_bytes());
-                            used += e;
-                            Cell::Scratch(start as u32, used as u32)
-                        }
-                    },
-                    Text::Table(table) => {
-                        let start = used;
-                        used = transcode(table, &bytes[..e], scratch, used)?;
-                        Cell::Scratch(start as u32, used as u32)
-                    }
-                }
-            }
-            Step::Zoned {
-                ref digits,
-                sign,
-                scale,
-                int,
-            } => {
-                let (neg, mag) = match sign {
-                    Sign::None => (false, digits.zoned(record, t.zones)?),
-                    Sign::Trailing { at } => {
-                        let p = t.punch[usize::from(*record.get(at as usize)?)];
-                        if p == INVALID {
-                            return None;
-                        }
-                        let v = digits.zoned(record, t.zones)? * 10 + u64::from(p & 0x0F);
-                        (p & NEG != 0, v)
-                    }
-                    Sign::Leading { at, weight } => {
-                        let p = t.punch[usize::from(*record.get(at as usize)?)];
-                        if p == INVALID {
-                            return None;
-                        }
-                        let v = u64::from(p & 0x0F) * weight + digits.zoned(record, t.zones)?;
-                        (p & NEG != 0, v)
-                    }
-                    Sign::Separate { at } => {
-                        let s = *record.get(at as usize)?;
-                        let neg = if s == t.minus {
-                            true
-                        } else if s == t.plus {
-                            false
-                        } else {
-                            return None;
-                        };
-                        (neg, digits.zoned(record, t.zones)?)
-                    }
-                };
-                // At most 18 digits: the magnitude fits an i64.
-                let v = if neg { -(mag as i64) } else { mag as i64 };
-                number(v, scale, int)
-            }
-            Step::Packed {
-                ref head,
-                last,
-                signed,
-                limit,
-                scale,
-                int,
-            } => {
-                let b = *record.get(last as usize)?;
-                let (hi, sign) = (b >> 4, b & 0x0F);
-                if hi > 9 {
-                    return None;
-                }
-                let neg = match sign {
-                    0xC | 0xF => false,
-                    0xD if signed => true,
-                    _ => return None,
-                };
-                let mag = head.packed(record)? * 10 + u64::from(hi);
-                if mag >= limit {
-                    return None;
-                }
-                let v = if neg { -(mag as i64) } else { mag as i64 };
-                number(v, scale, int)
-            }
-            Step::Binary {
-                at,
-                down,
-                width_shift,
-                signed,
-                scale,
-                int,
-            } => {
-                let at = at as usize;
-                let bytes: [u8; 8] = record.get(at..at + 8)?.try_into().ok()?;
-                let u = (u64::from_be_bytes(bytes) >> down) << width_shift;
-                let v = if signed {
-                    (u as i64) >> width_shift
-                } else {
-                    let u = u >> width_shift;
-                    // Wider than an i64: the general code makes a 128-bit decimal or names
-                    // the overflow.
-                    i64::try_from(u).ok()?
-                };
-                number(v, scale, int)
-            }
-            Step::Array { len, span } => Cell::Array { len, span },
-            Step::General { plan, off, .. } => general(plan as usize, off as usize)?,
-        };
+/// The compiled steps grouped by kind, each with the index of the cell it writes: one tight
+/// loop per kind, so the branches inside a loop go the same way field after field (a single
+/// loop over mixed steps mispredicts its dispatch several times a record).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Program {
+    cells: usize,
+    /// The record length below which a step would read out of bounds.
+    pub need: usize,
+    /// Scratch bytes the steps may write.
+    pub scratch: usize,
+    arrays: Vec<(u32, Cell)>,
+    borrowed: Vec<(u32, TextStep)>,
+    transcoded: Vec<(u32, TextStep, &'static [u8; 256])>,
+    unsigned: Vec<(u32, Span, Number)>,
+    signed: Vec<(u32, Span, Sign, Number)>,
+    packed: Vec<(u32, PackedStep, Number)>,
+    binary: Vec<(u32, BinaryStep, Number)>,
+    general: Vec<(u32, u32, u32)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TextStep {
+    off: u32,
+    len: u32,
+    space: u8,
+    /// The bytes before the last whole eight (when the length is not a multiple of 8).
+    head: Chunk,
+}
+
+impl TextStep {
+    /// The field's length without trailing spaces and NULs. Up to 64 bytes without a
+    /// data-dependent branch: a bit per byte that is neither, highest bit set wins.
+    #[inline(always)]
+    fn trimmed(&self, record: &[u8]) -> Option<usize> {
+        let (off, len) = (self.off as usize, self.len as usize);
+        if len > 64 {
+            return Some(super::numeric::trim_end(
+                record.get(off..off + len)?,
+                self.space,
+            ));
+        }
+        let spaces = u64::from(self.space) * ONES;
+        let end = off + len;
+        let mut kept = 0u64;
+        let mut from = len;
+        while from >= 8 {
+            from -= 8;
+            let at = off + from;
+            let w = u64::from_le_bytes(record.get(at..at + 8)?.try_into().ok()?);
+            kept |= kept_bytes(w, spaces) << from;
+        }
+        if from > 0 {
+            // The head chunk: its `from` bytes are the word's top ones.
+            kept |= kept_bytes(self.head.load(record, spaces)?, spaces) >> (8 - from);
+        }
+        debug_assert!(end <= record.len());
+        Some(64 - kept.leading_zeros() as usize)
     }
-    Some(used)
+}
+
+/// Bit i set when byte i of `w` is neither the space nor NUL.
+#[inline(always)]
+fn kept_bytes(w: u64, spaces: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    // High bit of a byte set when the byte is not zero (exact: no carry between bytes).
+    let nonzero = |x: u64| ((x & LOW7) + LOW7) | x;
+    let m = nonzero(w) & nonzero(w ^ spaces) & !LOW7;
+    // Gather the eight high bits into one byte, byte i's to bit i.
+    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Number {
+    scale: u8,
+    int: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PackedStep {
+    head: Span,
+    last: u32,
+    signed: bool,
+    limit: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BinaryStep {
+    at: u32,
+    down: u8,
+    width_shift: u8,
+    signed: bool,
+}
+
+impl Program {
+    pub(crate) fn new(steps: &[Step]) -> Self {
+        let (need, scratch) = bounds(steps);
+        let mut p = Program {
+            cells: steps.len(),
+            need,
+            scratch,
+            ..Program::default()
+        };
+        for (i, step) in steps.iter().enumerate() {
+            let i = i as u32;
+            match *step {
+                Step::Text {
+                    off,
+                    len,
+                    space,
+                    how,
+                } => {
+                    let l = len as usize;
+                    let head = if l % 8 == 0 {
+                        Chunk::default()
+                    } else {
+                        Chunk::new(off as usize, off as usize + l % 8)
+                    };
+                    let t = TextStep {
+                        off,
+                        len,
+                        space,
+                        head,
+                    };
+                    match how {
+                        Text::Borrowed => p.borrowed.push((i, t)),
+                        Text::Table(table) => p.transcoded.push((i, t, table)),
+                    }
+                }
+                Step::Zoned {
+                    digits,
+                    sign,
+                    scale,
+                    int,
+                } => {
+                    let n = Number { scale, int };
+                    match sign {
+                        Sign::None => p.unsigned.push((i, digits, n)),
+                        sign => p.signed.push((i, digits, sign, n)),
+                    }
+                }
+                Step::Packed {
+                    head,
+                    last,
+                    signed,
+                    limit,
+                    scale,
+                    int,
+                } => p.packed.push((
+                    i,
+                    PackedStep {
+                        head,
+                        last,
+                        signed,
+                        limit,
+                    },
+                    Number { scale, int },
+                )),
+                Step::Binary {
+                    at,
+                    down,
+                    width_shift,
+                    signed,
+                    scale,
+                    int,
+                } => p.binary.push((
+                    i,
+                    BinaryStep {
+                        at,
+                        down,
+                        width_shift,
+                        signed,
+                    },
+                    Number { scale, int },
+                )),
+                Step::Array { len, span } => p.arrays.push((i, Cell::Array { len, span })),
+                Step::General { plan, off, .. } => p.general.push((i, plan, off)),
+            }
+        }
+        p
+    }
+
+    /// The number of cells a record fills.
+    pub(crate) fn cells(&self) -> usize {
+        self.cells
+    }
+
+    /// Decodes `record` into `cells` (exactly `cells()` of them) and `scratch` (transcoded
+    /// text, from 0). Returns the scratch bytes used, or `None` to hand the record to the
+    /// general code. `text` is the record as UTF-8 when it is valid as a whole; `general`
+    /// decodes the element of a field at an offset (numbers the steps do not cover).
+    #[inline]
+    pub(crate) fn run(
+        &self,
+        t: &Tables<'_>,
+        record: &[u8],
+        text: Option<&str>,
+        cells: &mut [Cell],
+        scratch: &mut [u8],
+        mut general: impl FnMut(usize, usize) -> Option<Cell>,
+    ) -> Option<usize> {
+        let mut used = 0usize;
+        for &(i, cell) in &self.arrays {
+            *cells.get_mut(i as usize)? = cell;
+        }
+        for &(i, ref d, n) in &self.unsigned {
+            let v = d.zoned(record, t.zones)?;
+            // At most 18 digits: the magnitude fits an i64.
+            *cells.get_mut(i as usize)? = number(v as i64, n);
+        }
+        for &(i, ref d, sign, n) in &self.signed {
+            let (neg, mag) = signed_zoned(d, sign, record, t)?;
+            let v = if neg { -(mag as i64) } else { mag as i64 };
+            *cells.get_mut(i as usize)? = number(v, n);
+        }
+        for &(i, ref p, n) in &self.packed {
+            let b = *record.get(p.last as usize)?;
+            let (hi, sign) = (b >> 4, b & 0x0F);
+            if hi > 9 {
+                return None;
+            }
+            let neg = match sign {
+                0xC | 0xF => false,
+                0xD if p.signed => true,
+                _ => return None,
+            };
+            let mag = p.head.packed(record)? * 10 + u64::from(hi);
+            if mag >= p.limit {
+                return None;
+            }
+            let v = if neg { -(mag as i64) } else { mag as i64 };
+            *cells.get_mut(i as usize)? = number(v, n);
+        }
+        for &(i, b, n) in &self.binary {
+            let at = b.at as usize;
+            let bytes: [u8; 8] = record.get(at..at + 8)?.try_into().ok()?;
+            let u = (u64::from_be_bytes(bytes) >> b.down) << b.width_shift;
+            let v = if b.signed {
+                (u as i64) >> b.width_shift
+            } else {
+                // Wider than an i64: the general code makes a 128-bit decimal or names the
+                // overflow.
+                i64::try_from(u >> b.width_shift).ok()?
+            };
+            *cells.get_mut(i as usize)? = number(v, n);
+        }
+        match text {
+            Some(whole) => {
+                for &(i, ts) in &self.borrowed {
+                    let off = ts.off as usize;
+                    let e = ts.trimmed(record)?;
+                    if !(whole.is_char_boundary(off) && whole.is_char_boundary(off + e)) {
+                        return None;
+                    }
+                    *cells.get_mut(i as usize)? = Cell::Record(off as u32, (off + e) as u32);
+                }
+            }
+            None => {
+                // Binary fields elsewhere in the record: check and copy each text field.
+                for &(i, ts) in &self.borrowed {
+                    let off = ts.off as usize;
+                    let e = ts.trimmed(record)?;
+                    let s = std::str::from_utf8(record.get(off..off + e)?).ok()?;
+                    let start = used;
+                    scratch
+                        .get_mut(used..used + e)?
+                        .copy_from_slice(s.as_bytes());
+                    used += e;
+                    *cells.get_mut(i as usize)? = Cell::Scratch(start as u32, used as u32);
+                }
+            }
+        }
+        for &(i, ts, table) in &self.transcoded {
+            let off = ts.off as usize;
+            let e = ts.trimmed(record)?;
+            let start = used;
+            used = transcode(table, record, off, off + e, scratch, used)?;
+            *cells.get_mut(i as usize)? = Cell::Scratch(start as u32, used as u32);
+        }
+        for &(i, plan, off) in &self.general {
+            *cells.get_mut(i as usize)? = general(plan as usize, off as usize)?;
+        }
+        Some(used)
+    }
+}
+
+/// A signed zoned number: (negative, magnitude).
+#[inline(always)]
+fn signed_zoned(d: &Span, sign: Sign, record: &[u8], t: &Tables<'_>) -> Option<(bool, u64)> {
+    Some(match sign {
+        Sign::None => (false, d.zoned(record, t.zones)?),
+        Sign::Trailing { at } => {
+            let p = t.punch[usize::from(*record.get(at as usize)?)];
+            if p == INVALID {
+                return None;
+            }
+            let v = d.zoned(record, t.zones)? * 10 + u64::from(p & 0x0F);
+            (p & NEG != 0, v)
+        }
+        Sign::Leading { at, weight } => {
+            let p = t.punch[usize::from(*record.get(at as usize)?)];
+            if p == INVALID {
+                return None;
+            }
+            let v = u64::from(p & 0x0F) * weight + d.zoned(record, t.zones)?;
+            (p & NEG != 0, v)
+        }
+        Sign::Separate { at } => {
+            let s = *record.get(at as usize)?;
+            let neg = if s == t.minus {
+                true
+            } else if s == t.plus {
+                false
+            } else {
+                return None;
+            };
+            (neg, d.zoned(record, t.zones)?)
+        }
+    })
 }
 
 #[inline(always)]
-fn number(v: i64, scale: u8, int: bool) -> Cell {
-    if int {
+fn number(v: i64, n: Number) -> Cell {
+    if n.int {
         Cell::Int(v)
     } else {
-        Cell::Decimal(v, scale)
+        Cell::Decimal(v, n.scale)
     }
 }
 
-/// Writes the UTF-8 text of single-byte `src` into `dst` from `at`, eight characters a step
-/// while they are ASCII; returns the end, or `None` if `dst` is too short.
+/// Writes the UTF-8 text of single-byte `record[from..to]` into `dst` from `at`, eight
+/// characters a step while they are ASCII; returns the end, or `None` if `dst` is too short.
+/// A last step of fewer than eight may read past `to` (within the record) and write garbage
+/// past the returned end, which the next text overwrites or no one reads.
 #[inline]
-fn transcode(table: &[u8; 256], src: &[u8], dst: &mut [u8], at: usize) -> Option<usize> {
+fn transcode(
+    table: &[u8; 256],
+    record: &[u8],
+    from: usize,
+    to: usize,
+    dst: &mut [u8],
+    at: usize,
+) -> Option<usize> {
     let mut j = at;
-    let mut blocks = src.chunks_exact(8);
-    for block in &mut blocks {
-        let out = dst.get_mut(j..j + 8)?;
+    let mut i = from;
+    while i < to {
+        let n = (to - i).min(8);
+        let block = match record.get(i..i + 8) {
+            Some(b) => b,
+            None => record.get(i..to)?,
+        };
+        let out = dst.get_mut(j..j + block.len())?;
         let mut high = 0u8;
-        for (o, &b) in out.iter_mut().zip(block) {
+        for (k, (o, &b)) in out.iter_mut().zip(block).enumerate() {
             let c = table[usize::from(b)];
             *o = c;
-            high |= c;
+            // Only the characters of the text count.
+            high |= if k < n { c } else { 0 };
         }
         if high < 0x80 {
-            j += 8;
+            j += n;
         } else {
-            for &b in block {
+            for &b in &block[..n] {
                 j = push_char(table[usize::from(b)], dst, j)?;
             }
         }
-    }
-    for &b in blocks.remainder() {
-        j = push_char(table[usize::from(b)], dst, j)?;
+        i += n;
     }
     Some(j)
 }
@@ -568,6 +758,37 @@ fn push_char(c: u8, dst: &mut [u8], j: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trims_like_the_byte_loop_anywhere_in_a_record() {
+        let mut record = Vec::new();
+        for i in 0..90u8 {
+            record.push(match i % 7 {
+                0 | 3 => b' ',
+                1 => 0,
+                _ => b'a' + i % 26,
+            });
+        }
+        for space in [b' ', 0x40] {
+            for off in 0..20 {
+                for len in 1..=70 {
+                    let l = len % 8;
+                    let step = TextStep {
+                        off: off as u32,
+                        len: len as u32,
+                        space,
+                        head: if l == 0 {
+                            Chunk::default()
+                        } else {
+                            Chunk::new(off, off + l)
+                        },
+                    };
+                    let want = super::super::numeric::trim_end(&record[off..off + len], space);
+                    assert_eq!(step.trimmed(&record), Some(want), "{off} {len}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn sixteen_packed_digits() {
@@ -617,12 +838,19 @@ mod tests {
             .chars()
             .map(|c| c as u8)
             .collect::<Vec<_>>();
-        let mut dst = vec![0u8; 2 * src.len()];
-        let end = transcode(&identity, &src, &mut dst, 0).unwrap();
+        let mut dst = vec![0u8; 2 * src.len() + 8];
+        for (from, to) in [(0, src.len()), (1, 19), (3, 9), (5, 5), (8, 9)] {
+            let end = transcode(&identity, &src, from, to, &mut dst, 2).unwrap();
+            let want: String = "ABCDEFGHéIJKLMNOPQRS"
+                .chars()
+                .skip(from)
+                .take(to - from)
+                .collect();
+            assert_eq!(std::str::from_utf8(&dst[2..end]).unwrap(), want);
+        }
         assert_eq!(
-            std::str::from_utf8(&dst[..end]).unwrap(),
-            "ABCDEFGHéIJKLMNOPQRS"
+            transcode(&identity, &src, 0, src.len(), &mut dst[..10], 0),
+            None
         );
-        assert_eq!(transcode(&identity, &src, &mut dst[..10], 0), None);
     }
 }
