@@ -9,7 +9,7 @@
 //!
 //! Variables: `SYNCMESH_CHECKER_BENCH_ROWS` (rows per table, default 10,000,000),
 //! `SYNCMESH_CHECKER_BENCH_CHUNK` (chunk size, default 10,000),
-//! `SYNCMESH_CHECKER_BENCH_PARALLELISM` (chunks in flight, default 2),
+//! `SYNCMESH_CHECKER_BENCH_PARALLELISM` (chunks in flight, default 4: the checker's defaults),
 //! `SYNCMESH_CHECKER_BENCH_MD5` (`0` skips the round with the cross-engine MD5 hash). Needs
 //! `SYNCMESH_MYSQL_URL`; the tables live in a database of their own, dropped at the end.
 //! Both tables are on one MariaDB ≥ 10.8 server, so the checker uses its CRC32C row hash.
@@ -104,10 +104,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let rows = env_u64("SYNCMESH_CHECKER_BENCH_ROWS", 10_000_000);
+    let defaults = CheckOptions::default();
     let options = CheckOptions {
-        chunk_size: env_u64("SYNCMESH_CHECKER_BENCH_CHUNK", 10_000),
-        parallelism: env_u64("SYNCMESH_CHECKER_BENCH_PARALLELISM", 2) as usize,
-        ..CheckOptions::default()
+        chunk_size: env_u64("SYNCMESH_CHECKER_BENCH_CHUNK", defaults.chunk_size),
+        parallelism: env_u64(
+            "SYNCMESH_CHECKER_BENCH_PARALLELISM",
+            defaults.parallelism as u64,
+        ) as usize,
+        ..defaults
     };
     let scratch = MysqlScratch::create(&url, "ck_bench").await?;
     let pool = &scratch.pool;

@@ -51,7 +51,8 @@ pub struct CheckOptions {
     /// Bisection stops and rows are compared once a range holds at most this many rows on
     /// either side (default 64).
     pub leaf_rows: u64,
-    /// Chunks digested at the same time (default 2); each uses one connection per side.
+    /// Chunks digested at the same time (default 4); each uses one connection per side. Four
+    /// keep two cores per server busy while the other side or the network is waited for.
     pub parallelism: usize,
     /// Differing rows listed with their fix SQL (default 1,000); beyond it the report is
     /// marked truncated and the rest are only counted.
@@ -67,7 +68,7 @@ impl Default for CheckOptions {
         Self {
             chunk_size: 10_000,
             leaf_rows: 64,
-            parallelism: 2,
+            parallelism: 4,
             max_differences: 1_000,
             hash_mode: HashMode::Auto,
             row_hash: None,

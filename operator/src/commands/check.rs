@@ -41,7 +41,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub chunk_size: Option<u64>,
     /// Chunks digested at the same time, each on one connection per side.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = CheckOptions::default().parallelism)]
     pub parallelism: usize,
     /// Differing rows listed with their fix SQL; beyond it they are only counted.
     #[arg(long, default_value_t = 1000)]
