@@ -237,7 +237,20 @@ fn quantile(metrics: &Metrics, q: f64) -> Option<f64> {
         .gather()
         .into_iter()
         .find(|f| f.name() == "syncmesh_end_to_end_latency_seconds")?;
-    let h = family.get_metric().first()?.get_histogram().clone();
+    // The real-time path's series (the runtime registers one per path).
+    let h = family
+        .get_metric()
+        .iter()
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "path" && l.value() == "realtime")
+        })?
+        .get_histogram()
+        .clone();
+    if h.get_sample_count() == 0 {
+        return None;
+    }
     let total = h.get_sample_count() as f64;
     let rank = q * total;
     let mut prev = (0.0, 0.0);
