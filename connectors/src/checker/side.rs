@@ -367,9 +367,9 @@ impl Database {
 }
 
 /// Whether a MySQL-protocol server is MariaDB ≥ 10.8 (which has `CRC32C()`), and whether it
-/// evaluates the session-variable form of the CRC row hash left to right: both forms are run
-/// over two literal rows and compared with the hash computed here. Any failure means `None`
-/// (the MD5 hash, which every server computes, is used then).
+/// evaluates the session-variable form of the CRC row hash left to right: the forms are run
+/// over two literal rows and compared with the hash computed here. `None` when neither
+/// agrees (the MD5 hash, which every server computes, is used then).
 async fn mariadb_crc_support(pool: &MySqlPool) -> Option<HashSql> {
     let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
         .fetch_one(pool)
@@ -392,11 +392,12 @@ async fn mariadb_crc_support(pool: &MySqlPool) -> Option<HashSql> {
         ),
     ] {
         let sql = format!("SELECT CAST(BIT_XOR({hash}) AS CHAR) FROM {rows}");
-        let got: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        // A form the server refuses or gets wrong is not used.
+        let got: Option<Option<String>> = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(pool)
             .await
-            .ok()?;
-        if got.and_then(|g| g.parse::<u64>().ok()) == Some(expected) {
+            .ok();
+        if got.flatten().and_then(|g| g.parse::<u64>().ok()) == Some(expected) {
             return Some(form);
         }
     }
