@@ -1007,7 +1007,7 @@ fn default_check_schedule() -> String {
 }
 
 fn default_check_chunk_size() -> u64 {
-    10_000
+    50_000
 }
 
 /// The worker Deployment the operator runs for the pipeline (one replica: one writer).

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Variables: `SYNCMESH_CHECKER_BENCH_ROWS` (rows per table, default 10,000,000),
-//! `SYNCMESH_CHECKER_BENCH_CHUNK` (chunk size, default 10,000),
+//! `SYNCMESH_CHECKER_BENCH_CHUNK` (chunk size, default 50,000),
 //! `SYNCMESH_CHECKER_BENCH_PARALLELISM` (chunks in flight, default 4: the checker's defaults),
 //! `SYNCMESH_CHECKER_BENCH_MD5` (`0` skips the round with the cross-engine MD5 hash). Needs
 //! `SYNCMESH_MYSQL_URL`; the tables live in a database of their own, dropped at the end.

@@ -66,7 +66,7 @@ pub struct CheckOptions {
 impl Default for CheckOptions {
     fn default() -> Self {
         Self {
-            chunk_size: 10_000,
+            chunk_size: 50_000,
             leaf_rows: 64,
             parallelism: 4,
             max_differences: 1_000,
