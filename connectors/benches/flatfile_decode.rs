@@ -474,22 +474,29 @@ fn main() {
             b / 1_000_000
         ))
     );
-    run_case(
-        dir.path(),
-        "ASCII text + zoned",
-        ASCII_COPYBOOK,
-        Encoding::Ascii,
-        ascii_record,
-        size,
-        python_limit,
-    );
-    run_case(
-        dir.path(),
-        "EBCDIC cp037 + COMP-3",
-        EBCDIC_COPYBOOK,
-        Encoding::Cp037,
-        ebcdic_record,
-        size,
-        python_limit,
-    );
+    // For profiling: SYNCMESH_BENCH_LAYOUT=ascii or ebcdic runs that layout only.
+    let only = std::env::var("SYNCMESH_BENCH_LAYOUT").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if wanted("ascii") {
+        run_case(
+            dir.path(),
+            "ASCII text + zoned",
+            ASCII_COPYBOOK,
+            Encoding::Ascii,
+            ascii_record,
+            size,
+            python_limit,
+        );
+    }
+    if wanted("ebcdic") {
+        run_case(
+            dir.path(),
+            "EBCDIC cp037 + COMP-3",
+            EBCDIC_COPYBOOK,
+            Encoding::Cp037,
+            ebcdic_record,
+            size,
+            python_limit,
+        );
+    }
 }

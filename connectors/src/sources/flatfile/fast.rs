@@ -582,26 +582,21 @@ impl Program {
         }
         for &(i, ref d, sign, n) in &self.signed {
             let (neg, mag) = signed_zoned(d, sign, record, t)?;
-            let v = if neg { -(mag as i64) } else { mag as i64 };
-            *cells.get_mut(i as usize)? = number(v, n);
+            *cells.get_mut(i as usize)? = number(negate(mag, u8::from(neg)), n);
         }
         for &(i, ref p, n) in &self.packed {
             let b = *record.get(p.last as usize)?;
-            let (hi, sign) = (b >> 4, b & 0x0F);
-            if hi > 9 {
+            let hi = b >> 4;
+            // Signs come in any mix: one table look-up, no branch on them.
+            let sign = PACKED_SIGN[usize::from(p.signed)][usize::from(b & 0x0F)];
+            if hi > 9 || sign == INVALID {
                 return None;
             }
-            let neg = match sign {
-                0xC | 0xF => false,
-                0xD if p.signed => true,
-                _ => return None,
-            };
             let mag = p.head.packed(record)? * 10 + u64::from(hi);
             if mag >= p.limit {
                 return None;
             }
-            let v = if neg { -(mag as i64) } else { mag as i64 };
-            *cells.get_mut(i as usize)? = number(v, n);
+            *cells.get_mut(i as usize)? = number(negate(mag, sign), n);
         }
         for &(i, b, n) in &self.binary {
             let at = b.at as usize;
@@ -621,7 +616,10 @@ impl Program {
                 for &(i, ts) in &self.borrowed {
                     let off = ts.off as usize;
                     let e = ts.trimmed(record)?;
-                    if !(whole.is_char_boundary(off) && whole.is_char_boundary(off + e)) {
+                    // The text ends at a character boundary: at a trimmed space, or where the
+                    // field ends. Checking the field's ends keeps the loads off `e`.
+                    let end = off + ts.len as usize;
+                    if !(whole.is_char_boundary(off) && whole.is_char_boundary(end)) {
                         return None;
                     }
                     *cells.get_mut(i as usize)? = Cell::Record(off as u32, (off + e) as u32);
@@ -691,6 +689,24 @@ fn signed_zoned(d: &Span, sign: Sign, record: &[u8], t: &Tables<'_>) -> Option<(
     })
 }
 
+/// [unsigned, signed][sign nibble] -> 1 negative, 0 positive, or INVALID.
+const PACKED_SIGN: [[u8; 16]; 2] = {
+    let mut t = [[INVALID; 16]; 2];
+    t[0][0xC] = 0;
+    t[0][0xF] = 0;
+    t[1][0xC] = 0;
+    t[1][0xF] = 0;
+    t[1][0xD] = 1;
+    t
+};
+
+/// `mag` (at most 18 digits), negated when `neg` is 1, without a branch on it.
+#[inline(always)]
+fn negate(mag: u64, neg: u8) -> i64 {
+    let m = -i64::from(neg & 1);
+    ((mag as i64) ^ m) - m
+}
+
 #[inline(always)]
 fn number(v: i64, n: Number) -> Cell {
     if n.int {
@@ -717,23 +733,27 @@ fn transcode(
     let mut i = from;
     while i < to {
         let n = (to - i).min(8);
-        let block = match record.get(i..i + 8) {
-            Some(b) => b,
-            None => record.get(i..to)?,
-        };
-        let out = dst.get_mut(j..j + block.len())?;
-        let mut high = 0u8;
-        for (k, (o, &b)) in out.iter_mut().zip(block).enumerate() {
-            let c = table[usize::from(b)];
-            *o = c;
-            // Only the characters of the text count.
-            high |= if k < n { c } else { 0 };
-        }
-        if high < 0x80 {
-            j += n;
-        } else {
-            for &b in &block[..n] {
-                j = push_char(table[usize::from(b)], dst, j)?;
+        match record.get(i..i + 8) {
+            Some(block) => {
+                let mut c = 0u64;
+                for (k, &b) in block.iter().enumerate() {
+                    c |= u64::from(table[usize::from(b)]) << (8 * k);
+                }
+                dst.get_mut(j..j + 8)?.copy_from_slice(&c.to_le_bytes());
+                // Only the text's characters count; those past `to` are overwritten later.
+                let text_bits = if n == 8 { !0 } else { (1u64 << (8 * n)) - 1 };
+                if c & text_bits & 0x8080_8080_8080_8080 == 0 {
+                    j += n;
+                } else {
+                    for &b in &block[..n] {
+                        j = push_char(table[usize::from(b)], dst, j)?;
+                    }
+                }
+            }
+            None => {
+                for &b in record.get(i..to)? {
+                    j = push_char(table[usize::from(b)], dst, j)?;
+                }
             }
         }
         i += n;
