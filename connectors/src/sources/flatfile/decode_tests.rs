@@ -332,12 +332,12 @@ fn valid_element(
         (0..count)
             .map(|_| {
                 let d = (x % 10) as u8;
-                x = x / 10 ^ x.rotate_left(17);
+                x = (x / 10) ^ x.rotate_left(17);
                 d
             })
             .collect()
     };
-    let neg = f.signed && r % 3 == 0;
+    let neg = f.signed && r.is_multiple_of(3);
     match f.kind {
         FieldKind::Text => {
             let words: [&str; 5] = ["A", "HELLO WORLD", "été", "x\"y", ""];

@@ -483,7 +483,7 @@ impl Program {
                     how,
                 } => {
                     let l = len as usize;
-                    let head = if l % 8 == 0 {
+                    let head = if l.is_multiple_of(8) {
                         Chunk::default()
                     } else {
                         Chunk::new(off as usize, off as usize + l % 8)
