@@ -14,8 +14,9 @@ LAYOUT.json (written by the benchmark from the Rust layout):
    "fields": [{"name", "offset", "length", "type": "text"|"zoned"|"packed"|"binary",
                "scale", "signed"}]}
 Zoned signs are overpunched in the last byte (IBM convention). Prints one JSON line: records,
-bytes, seconds (wall), cpu_seconds (of this process), and a checksum (sum of the unscaled numbers mod 2^64, and the number of text
-characters after trimming) that the benchmark compares with its own.
+bytes, seconds (wall), cpu_seconds (of this process), and a checksum (sum of the unscaled
+numbers mod 2^64, and the number of text characters after trimming) that the benchmark
+compares with its own.
 """
 
 import codecs

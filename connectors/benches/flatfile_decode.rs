@@ -10,15 +10,21 @@
 //! directory, then, one core each pass, reads it back through `RecordReader`:
 //!
 //! * `frame`: framing alone (the I/O floor);
-//! * `decode`: framing and decoding every field (the measured figure);
+//! * `decode`: framing and `decode_row`, the decode every product path uses (the row is
+//!   complete when it returns: numbers computed, text trimmed, validated and transcoded; it is
+//!   handed to `black_box`, no value is read back);
+//! * `sum`: `decode` and reading every value into a checksum, as the Python baseline does;
 //! * `owned`: decoding into owned `Value`s, as pipeline events hold them;
 //! * `json`: decoding and writing JSON lines to a discarded buffer (`syncmesh flatfile decode`);
 //! * `python`: `flatfile_decode.py` (`struct` + `codecs`) on the same file, in the same run
 //!   (`SYNCMESH_BENCH_PY_BYTES` limits it to a prefix of the file).
 //!
-//! Each pass prints MB/s, records/s and the peak RSS of the pass (VmHWM, reset between passes
-//! through /proc/self/clear_refs). The decode pass and Python compute the same checksum (the
-//! sum of all numbers, the count of text characters), which must agree.
+//! Each pass prints MB/s and records/s per core (over the thread's on-CPU time, from
+//! /proc/thread-self/schedstat; Python reports its process time), wall-clock MB/s, and the peak
+//! RSS of the pass (VmHWM, reset between passes through /proc/self/clear_refs). The `sum` pass
+//! and Python compute the same checksum (the sum of all numbers, the count of text characters),
+//! which must agree. `SYNCMESH_BENCH_LAYOUT=ascii|ebcdic` runs one layout,
+//! `SYNCMESH_BENCH_DECODE_ONLY=1` only the frame and decode passes (for profiling).
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
