@@ -636,7 +636,7 @@ impl RealtimePath {
         refused: &mut BTreeMap<usize, Refusal>,
     ) -> Result<(), Failure> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut deliveries = Deliveries::default();
+        let mut deliveries = Deliveries::new(&self.config.brokers);
         let mut last: BTreeMap<Arc<str>, (&crate::event::Position, u64)> = BTreeMap::new();
         let dead_letter_topic: Arc<str> = self.config.dead_letter_topic_for(&self.pipeline).into();
         for (index, routed) in pending.iter().enumerate() {
@@ -728,18 +728,17 @@ impl RealtimePath {
             }
         }
         while deliveries.settle_oldest().await {}
-        let outcome = deliveries.finish(&self.config.brokers);
-        if !outcome.refused.is_empty() {
-            for (index, refusal) in &outcome.refused {
-                tracing::warn!(pipeline = %self.pipeline, topic = %refusal.topic, reason = %refusal.reason,
-                    position = ?pending[*index].event.position,
-                    "the brokers refused a record; it goes to the dead-letter topic");
-            }
-            refused.extend(outcome.refused);
+        let (newly_refused, error) = deliveries.finish();
+        let any_refused = !newly_refused.is_empty();
+        for (index, refusal) in newly_refused {
+            tracing::warn!(pipeline = %self.pipeline, topic = %refusal.topic, reason = %refusal.reason,
+                position = ?pending[index].event.position,
+                "the brokers refused a record; it goes to the dead-letter topic");
+            refused.insert(index, refusal);
         }
-        match outcome.error {
+        match error {
             Some(error) => Err(Failure::Other(error)),
-            None if outcome.newly_refused => Err(Failure::Refused),
+            None if any_refused => Err(Failure::Refused),
             None => Ok(()),
         }
     }
@@ -912,8 +911,8 @@ impl Retry {
 
 /// What one attempt has in flight: a delivery future per record, with its topic and (for an
 /// event) its index in the batch, and what came back so far.
-#[derive(Default)]
 struct Deliveries {
+    brokers: String,
     inflight: VecDeque<(DeliveryFuture, Arc<str>, Option<usize>)>,
     refused: Vec<(usize, Refusal)>,
     error: Option<RealtimeError>,
@@ -921,14 +920,18 @@ struct Deliveries {
     local_refusal: Option<RDKafkaErrorCode>,
 }
 
-/// The delivery reports of one attempt.
-struct Outcome {
-    refused: Vec<(usize, Refusal)>,
-    newly_refused: bool,
-    error: Option<RealtimeError>,
-}
-
 impl Deliveries {
+    fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            inflight: VecDeque::new(),
+            refused: Vec::new(),
+            error: None,
+            lost: None,
+            local_refusal: None,
+        }
+    }
+
     fn push(&mut self, future: DeliveryFuture, topic: Arc<str>, event: Option<usize>) {
         self.inflight.push_back((future, topic, event));
     }
@@ -968,7 +971,7 @@ impl Deliveries {
             Ok(Err((source, message))) => {
                 if self.error.is_none() {
                     self.error = Some(RealtimeError::Produce {
-                        brokers: String::new(),
+                        brokers: self.brokers.clone(),
                         topic: message.topic().to_string(),
                         source: Box::new(source),
                     });
@@ -981,27 +984,16 @@ impl Deliveries {
         true
     }
 
-    fn finish(self, brokers: &str) -> Outcome {
-        let error = match (self.error, self.lost) {
-            (Some(RealtimeError::Produce { topic, source, .. }), _) => {
-                Some(RealtimeError::Produce {
-                    brokers: brokers.to_string(),
-                    topic,
-                    source,
-                })
-            }
-            (Some(other), _) => Some(other),
-            (None, Some(topic)) => Some(RealtimeError::DeliveryLost {
-                brokers: brokers.to_string(),
+    /// The records refused (by index in the batch) and the first other failure; a produce
+    /// error wins over a lost delivery report.
+    fn finish(self) -> (Vec<(usize, Refusal)>, Option<RealtimeError>) {
+        let error = self.error.or_else(|| {
+            self.lost.map(|topic| RealtimeError::DeliveryLost {
+                brokers: self.brokers,
                 topic: topic.to_string(),
-            }),
-            (None, None) => None,
-        };
-        Outcome {
-            newly_refused: !self.refused.is_empty(),
-            refused: self.refused,
-            error,
-        }
+            })
+        });
+        (self.refused, error)
     }
 }
 
