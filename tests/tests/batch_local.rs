@@ -13,12 +13,9 @@ use syncmesh_connectors::paths::batch::{SnapshotKind, SnapshotWriter};
 use syncmesh_connectors::paths::store::open_store;
 use syncmesh_connectors::pipeline::{Pipeline, PipelineOptions};
 use syncmesh_connectors::runtime::{RunSummary, StopSignal};
+use syncmesh_tests::pipeline::examples;
 
 const RECORD: usize = 100;
-
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
 
 /// `data/<name>`: one record per ACCOUNT-ID in `ids`, the rest of each record from the
 /// quickstart sample (starting at sample record `shift`, so two files differ in content).

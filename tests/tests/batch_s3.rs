@@ -20,6 +20,7 @@ use syncmesh_connectors::paths::store::open_store;
 use syncmesh_connectors::pipeline::{Pipeline, PipelineOptions};
 use syncmesh_connectors::runtime::{RunSummary, StopSignal};
 use syncmesh_crds::S3Spec;
+use syncmesh_tests::pipeline::examples;
 use syncmesh_tests::s3::TestBucket;
 use syncmesh_tests::services::S3;
 use syncmesh_tests::{require, services, unique_name};
@@ -148,10 +149,6 @@ impl FaultProxy {
     fn fail_after_puts(&self, puts: u64, outage: Option<Duration>) {
         *self.trigger.lock().unwrap_or_else(|e| e.into_inner()) = Some((puts, outage));
     }
-}
-
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
 }
 
 /// A ledger file of `RECORDS` records with unique ACCOUNT-IDs from `FIRST_ID`, and the layout.

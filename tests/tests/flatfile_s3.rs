@@ -14,16 +14,13 @@ use std::time::{Duration, Instant};
 use syncmesh_connectors::metrics::Metrics;
 use syncmesh_connectors::pipeline::{Pipeline, PipelineOptions};
 use syncmesh_connectors::runtime::{RunSummary, StopSignal};
+use syncmesh_tests::pipeline::examples;
 use syncmesh_tests::s3::TestBucket;
 use syncmesh_tests::{require, services, unique_name};
 
 const RECORD: usize = 100;
 const OBJECTS: usize = 3;
 const PER_OBJECT: usize = 20_000;
-
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
 
 /// `OBJECTS` objects of `PER_OBJECT` ledger records with unique ACCOUNT-IDs, built from the
 /// quickstart sample.

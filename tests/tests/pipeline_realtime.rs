@@ -9,11 +9,8 @@ use std::time::Duration;
 use syncmesh_connectors::metrics::Metrics;
 use syncmesh_connectors::pipeline::{Pipeline, PipelineOptions};
 use syncmesh_connectors::runtime::StopSignal;
+use syncmesh_tests::pipeline::examples;
 use syncmesh_tests::{committed_records, require, services, unique_name};
-
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
 
 /// The quickstart layout and the given data files, copied into `into`.
 fn copy_quickstart(into: &Path, files: &[&str]) -> anyhow::Result<()> {

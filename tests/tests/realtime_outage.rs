@@ -6,31 +6,17 @@
 //! Once the broker is back, the same run goes on: no restart, every record in Kafka exactly
 //! once for a read_committed reader, and the path healthy again.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use syncmesh_connectors::metrics::Metrics;
 use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_tests::broker::PrivateBroker;
-use syncmesh_tests::pipeline::{metric_sum, options};
+use syncmesh_tests::pipeline::{deliver, examples, metric_sum, options};
 use syncmesh_tests::{committed_records, poll_until, require, services, unique_name};
 
 const OUTAGE: Duration = Duration::from_secs(30);
 const PER_FILE: usize = 10_000;
-
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
-
-/// Moves a quickstart data file (`ledger-0001.dat` holds 10,000 records) into the watched directory in one rename, so the source never
-/// sees half a file.
-fn deliver(dir: &Path, file: &str, as_name: &str) -> anyhow::Result<()> {
-    let staged = dir.join(format!(".{as_name}.part"));
-    std::fs::copy(examples().join("data").join(file), &staged)?;
-    std::fs::rename(&staged, dir.join("data").join(as_name))?;
-    Ok(())
-}
 
 /// The committed records of the topic, when there are `n` of them.
 async fn topic_has(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Option<()>> {

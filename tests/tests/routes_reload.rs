@@ -6,7 +6,6 @@
 //! by), and the decisions counted per rule match what each path holds.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,23 +17,10 @@ use syncmesh_connectors::paths::store::open_store;
 use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_crds::PathName;
-use syncmesh_tests::pipeline::{metric_sum, options};
+use syncmesh_tests::pipeline::{deliver, examples, metric_sum, options};
 use syncmesh_tests::{committed_records, poll_until, require, services, unique_name};
 
 const PER_FILE: u64 = 10_000;
-
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
-
-/// Moves a copy of the quickstart's first file (10,000 records) into the watched directory in
-/// one rename.
-fn deliver(dir: &Path, as_name: &str) -> anyhow::Result<()> {
-    let staged = dir.join(format!(".{as_name}.part"));
-    std::fs::copy(examples().join("data/ledger-0001.dat"), &staged)?;
-    std::fs::rename(&staged, dir.join("data").join(as_name))?;
-    Ok(())
-}
 
 fn manifest(name: &str, brokers: &str, rule: &str, to: &str) -> String {
     format!(
@@ -76,8 +62,8 @@ async fn routes_swapped_mid_run_lose_and_misroute_nothing() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     std::fs::copy(examples().join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
     std::fs::create_dir(dir.path().join("data"))?;
-    deliver(dir.path(), "a-0001.dat")?;
-    deliver(dir.path(), "a-0002.dat")?;
+    deliver(dir.path(), "ledger-0001.dat", "a-0001.dat")?;
+    deliver(dir.path(), "ledger-0001.dat", "a-0002.dat")?;
 
     let before =
         syncmesh_crds::parse_manifest(&manifest(&name, &kafka.brokers, "to-batch", "batch"))?;
@@ -104,7 +90,7 @@ async fn routes_swapped_mid_run_lose_and_misroute_nothing() -> anyhow::Result<()
     )
     .await?;
     assert!(routes.reload(&after.spec)?, "the routes changed");
-    deliver(dir.path(), "a-0003.dat")?;
+    deliver(dir.path(), "ledger-0001.dat", "a-0003.dat")?;
 
     let acked = |path: PathName| counters.acknowledged[path_index(path)].load(Ordering::Relaxed);
     poll_until(
