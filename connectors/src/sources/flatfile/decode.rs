@@ -484,12 +484,15 @@ impl RecordDecoder {
         buf: &'a mut RowBuffer,
     ) -> Result<Row<'a>, FieldError> {
         // One check of the whole record lets every ASCII text field borrow from it.
-        let text = if self.utf8_text {
-            std::str::from_utf8(record).ok()
+        let (text, ascii) = if self.utf8_text {
+            match fast::ascii_or_utf8(record) {
+                Ok((text, ascii)) => (Some(text), ascii),
+                Err(_) => (None, false),
+            }
         } else {
-            None
+            (None, false)
         };
-        let fast = self.compiled(record, text, buf);
+        let fast = self.compiled(record, text, ascii, buf);
         match fast {
             Some(used) => buf.used = used,
             None => {
@@ -504,7 +507,7 @@ impl RecordDecoder {
         let buf: &'a RowBuffer = buf;
         let scratch = buf.scratch.get(..buf.used).unwrap_or_default();
         // The scratch holds transcoded or validated text only; this cannot fail.
-        let scratch = std::str::from_utf8(scratch).map_err(|u| FieldError {
+        let (scratch, _) = fast::ascii_or_utf8(scratch).map_err(|u| FieldError {
             field: "(text)".into(),
             offset: 0,
             reason: FieldErrorKind::InvalidText {
@@ -527,6 +530,7 @@ impl RecordDecoder {
         &self,
         record: &[u8],
         text: Option<&str>,
+        ascii: bool,
         buf: &mut RowBuffer,
     ) -> Option<usize> {
         let program = self.steps.as_ref()?;
@@ -549,6 +553,7 @@ impl RecordDecoder {
             &tables,
             record,
             text,
+            ascii,
             &mut buf.cells,
             &mut buf.scratch,
             |plan, off| {

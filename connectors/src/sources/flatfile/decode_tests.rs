@@ -430,7 +430,8 @@ proptest! {
         let mut buf = RowBuffer::new();
         let general = d.decode_general(&record);
         let text = std::str::from_utf8(&record).ok();
-        if let Some(used) = d.compiled(&record, text, &mut buf) {
+        let ascii = text.is_some() && record.is_ascii();
+        if let Some(used) = d.compiled(&record, text, ascii, &mut buf) {
             let scratch = std::str::from_utf8(&buf.scratch[..used]).expect("UTF-8 scratch");
             let row = Row {
                 cells: &buf.cells,
@@ -501,8 +502,9 @@ fn valid_records_take_the_compiled_decode() {
                 }
             }
             let text = std::str::from_utf8(&record).ok();
+            let ascii = text.is_some() && record.is_ascii();
             assert!(
-                d.compiled(&record, text, &mut buf).is_some(),
+                d.compiled(&record, text, ascii, &mut buf).is_some(),
                 "{copybook} {r}"
             );
             let row = d

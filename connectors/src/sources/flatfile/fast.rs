@@ -76,7 +76,7 @@ pub(crate) struct Span {
 }
 
 impl Span {
-    /// `start..end`, at most 24 bytes (the callers keep zoned spans to 18 and packed to 8).
+    /// `start..end`, at most 24 bytes (the callers keep zoned spans to 18).
     fn new(start: usize, end: usize) -> Self {
         let mut span = Span::default();
         let mut bounds = Vec::with_capacity(3);
@@ -104,17 +104,6 @@ impl Span {
         }
         Some(acc)
     }
-
-    /// The value of packed digit pairs (no sign nibble), or `None` for a nibble above 9.
-    #[inline(always)]
-    fn packed(&self, record: &[u8]) -> Option<u64> {
-        let mut acc = 0u64;
-        for c in &self.chunks[..usize::from(self.count)] {
-            // A chunk of k bytes holds 2k digits.
-            acc = acc * c.mult * c.mult + sixteen_digits(c.load(record, 0)?)?;
-        }
-        Some(acc)
-    }
 }
 
 /// Eight digit values 0..=9 (one a byte, the first byte most significant) as a number, or
@@ -132,10 +121,15 @@ fn eight_digits(d: u64) -> Option<u64> {
 
 /// Eight packed bytes (two digits each, the first byte most significant), or `None` for a
 /// nibble above 9.
-#[inline(always)]
+#[cfg(test)]
 fn sixteen_digits(w: u64) -> Option<u64> {
-    let hi = (w >> 4) & LOW_NIBBLES;
-    let lo = w & LOW_NIBBLES;
+    digit_pairs((w >> 4) & LOW_NIBBLES, w & LOW_NIBBLES)
+}
+
+/// Eight pairs of digits, the high digits of the pairs in `hi` and the low ones in `lo` (a
+/// nibble value a byte, the first byte most significant), or `None` for a digit above 9.
+#[inline(always)]
+fn digit_pairs(hi: u64, lo: u64) -> Option<u64> {
     if ((hi + SIXES) | (lo + SIXES)) & HIGH_NIBBLES != 0 {
         return None;
     }
@@ -184,10 +178,9 @@ pub(crate) enum Step {
         int: bool,
     },
     Packed {
-        /// The bytes before the last (two digits each).
-        head: Span,
-        /// The last byte (a digit and the sign).
-        last: u32,
+        /// The field's bytes `off..end` (at most 9).
+        off: u32,
+        end: u32,
         signed: bool,
         /// 10^digits: a larger magnitude has a non-zero pad nibble.
         limit: u64,
@@ -290,8 +283,8 @@ pub(crate) fn compile(shape: &FieldShape, off: usize) -> Option<Step> {
                 return None;
             }
             Step::Packed {
-                head: Span::new(off, end - 1),
-                last: (end - 1) as u32,
+                off: off as u32,
+                end: end as u32,
                 signed: shape.signed,
                 limit: *POW10.get(usize::from(shape.digits)).unwrap_or(&u64::MAX),
                 scale: shape.scale,
@@ -338,7 +331,7 @@ fn bounds(steps: &[Step]) -> (usize, usize) {
                 };
                 at.max(digits.end())
             }
-            Step::Packed { last, .. } => last as usize + 1,
+            Step::Packed { end, .. } => end as usize,
             Step::Binary { at, .. } => at as usize + 8,
             Step::Array { .. } => 0,
             Step::General { end, .. } => end as usize,
@@ -391,55 +384,81 @@ pub(crate) struct Program {
     general: Vec<(u32, u32, u32)>,
 }
 
+/// A text field: where it is, and for fields of up to 64 bytes the words that cover it.
 #[derive(Debug, Clone, Copy)]
 struct TextStep {
     off: u32,
     len: u32,
     space: u8,
-    /// The bytes before the last whole eight (when the length is not a multiple of 8).
-    head: Chunk,
+    /// How many of `words` cover the field; 0 for a field longer than 64 bytes.
+    count: u8,
+    /// First to last: the record offset of an 8-byte load and the mask of the field's bytes
+    /// in it, with the space bit cleared (a byte of the field is kept when a bit survives).
+    words: [(u32, u64); 8],
 }
 
 impl TextStep {
-    /// The field's length without trailing spaces and NULs. Up to 64 bytes without a
-    /// data-dependent branch: a bit per byte that is neither, highest bit set wins.
+    /// `len` bytes at `off` trimmed with `space` (a single-bit byte: 0x20 or 0x40).
+    fn new(off: usize, len: usize, space: u8) -> Self {
+        let mut words = [(0u32, 0u64); 8];
+        let mut count = 0;
+        let clear = !(u64::from(space) * ONES);
+        if len <= 64 {
+            let end = off + len;
+            if len >= 8 {
+                // The first word at the field's start, the others ending 8 bytes apart at
+                // its end (the first two may overlap).
+                let k = len.div_ceil(8);
+                words[0] = (off as u32, clear);
+                for (n, w) in words[1..k].iter_mut().enumerate() {
+                    *w = ((end - 8 * (k - 1 - n)) as u32, clear);
+                }
+                count = k;
+            } else {
+                // One word holding the field: ending at its end, or the record's first eight.
+                let at = end.saturating_sub(8);
+                let first = off - at;
+                let bytes = !0u64 >> (8 * (8 - len)) << (8 * first);
+                words[0] = (at as u32, bytes & clear);
+                count = 1;
+            }
+        }
+        Self {
+            off: off as u32,
+            len: len as u32,
+            space,
+            count: count as u8,
+            words,
+        }
+    }
+
+    /// The field's length without trailing spaces and NULs: the highest kept byte over the
+    /// words, without a data-dependent branch.
     #[inline(always)]
     fn trimmed(&self, record: &[u8]) -> Option<usize> {
-        let (off, len) = (self.off as usize, self.len as usize);
-        if len > 64 {
+        let off = self.off as usize;
+        if self.count == 0 {
+            let len = self.len as usize;
             return Some(super::numeric::trim_end(
                 record.get(off..off + len)?,
                 self.space,
             ));
         }
-        let spaces = u64::from(self.space) * ONES;
-        let end = off + len;
-        let mut kept = 0u64;
-        let mut from = len;
-        while from >= 8 {
-            from -= 8;
-            let at = off + from;
-            let w = u64::from_le_bytes(record.get(at..at + 8)?.try_into().ok()?);
-            kept |= kept_bytes(w, spaces) << from;
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        let mut end = 0usize;
+        for &(at, mask) in &self.words[..usize::from(self.count)] {
+            let at = at as usize;
+            let w = u64::from_le_bytes(record.get(at..at + 8)?.try_into().ok()?) & mask;
+            // The high bit of each byte that is not zero (exact: no carry between bytes).
+            let kept = (((w & LOW7) + LOW7) | w) & !LOW7;
+            // One past the highest kept byte, counted from the field's start.
+            let e = (at + 8)
+                .wrapping_sub(off)
+                .wrapping_sub(kept.leading_zeros() as usize / 8);
+            end = if kept != 0 { e } else { end };
         }
-        if from > 0 {
-            // The head chunk: its `from` bytes are the word's top ones.
-            kept |= kept_bytes(self.head.load(record, spaces)?, spaces) >> (8 - from);
-        }
-        debug_assert!(end <= record.len());
-        Some(64 - kept.leading_zeros() as usize)
+        Some(end)
     }
-}
-
-/// Bit i set when byte i of `w` is neither the space nor NUL.
-#[inline(always)]
-fn kept_bytes(w: u64, spaces: u64) -> u64 {
-    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    // High bit of a byte set when the byte is not zero (exact: no carry between bytes).
-    let nonzero = |x: u64| ((x & LOW7) + LOW7) | x;
-    let m = nonzero(w) & nonzero(w ^ spaces) & !LOW7;
-    // Gather the eight high bits into one byte, byte i's to bit i.
-    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -448,12 +467,59 @@ struct Number {
     int: bool,
 }
 
+/// A packed decimal of up to 9 bytes.
 #[derive(Debug, Clone, Copy)]
 struct PackedStep {
-    head: Span,
-    last: u32,
+    /// The field's last eight bytes (fewer at the top of the word, zeros below): up to 15
+    /// digits and the sign.
+    tail: Chunk,
+    /// The first byte of a 9-byte field (two more digits), or `u32::MAX`.
+    head: u32,
     signed: bool,
     limit: u64,
+}
+
+impl PackedStep {
+    fn new(off: usize, end: usize, signed: bool, limit: u64) -> Self {
+        let (head, start) = if end - off > 8 {
+            (off as u32, off + 1)
+        } else {
+            (u32::MAX, off)
+        };
+        Self {
+            tail: Chunk::new(start, end),
+            head,
+            signed,
+            limit,
+        }
+    }
+
+    /// (1 if negative, magnitude), or `None` for a bad nibble, a bad sign or a magnitude
+    /// with more digits than the picture.
+    #[inline(always)]
+    fn decode(&self, record: &[u8]) -> Option<(u8, u64)> {
+        let w = self.tail.load(record, 0)?;
+        // Signs come in any mix: one table look-up, no branch on them.
+        let sign = PACKED_SIGN[usize::from(self.signed)][(w >> 56) as usize & 0x0F];
+        // The sign is the low nibble of the last (top) byte. Without it, and with a zero
+        // nibble in front, the digits pair up one nibble later: a byte's high nibble is the
+        // low digit of a pair, the previous byte's low nibble the high one.
+        let hi = (w & LOW_NIBBLES) << 8;
+        let lo = (w >> 4) & LOW_NIBBLES;
+        let mut mag = digit_pairs(hi, lo)?;
+        if self.head != u32::MAX {
+            let b = *record.get(self.head as usize)?;
+            let (h, l) = (b >> 4, b & 0x0F);
+            if h > 9 || l > 9 {
+                return None;
+            }
+            mag += u64::from(h * 10 + l) * POW10[15];
+        }
+        if sign == INVALID || mag >= self.limit {
+            return None;
+        }
+        Some((sign, mag))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -482,18 +548,7 @@ impl Program {
                     space,
                     how,
                 } => {
-                    let l = len as usize;
-                    let head = if l.is_multiple_of(8) {
-                        Chunk::default()
-                    } else {
-                        Chunk::new(off as usize, off as usize + l % 8)
-                    };
-                    let t = TextStep {
-                        off,
-                        len,
-                        space,
-                        head,
-                    };
+                    let t = TextStep::new(off as usize, len as usize, space);
                     match how {
                         Text::Borrowed => p.borrowed.push((i, t)),
                         Text::Table(table) => p.transcoded.push((i, t, table)),
@@ -512,20 +567,15 @@ impl Program {
                     }
                 }
                 Step::Packed {
-                    head,
-                    last,
+                    off,
+                    end,
                     signed,
                     limit,
                     scale,
                     int,
                 } => p.packed.push((
                     i,
-                    PackedStep {
-                        head,
-                        last,
-                        signed,
-                        limit,
-                    },
+                    PackedStep::new(off as usize, end as usize, signed, limit),
                     Number { scale, int },
                 )),
                 Step::Binary {
@@ -559,14 +609,17 @@ impl Program {
 
     /// Decodes `record` into `cells` (exactly `cells()` of them) and `scratch` (transcoded
     /// text, from 0). Returns the scratch bytes used, or `None` to hand the record to the
-    /// general code. `text` is the record as UTF-8 when it is valid as a whole; `general`
-    /// decodes the element of a field at an offset (numbers the steps do not cover).
+    /// general code. `text` is the record as UTF-8 when it is valid as a whole, `ascii` whether
+    /// it is all ASCII; `general` decodes the element of a field at an offset (numbers the
+    /// steps do not cover).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         t: &Tables<'_>,
         record: &[u8],
         text: Option<&str>,
+        ascii: bool,
         cells: &mut [Cell],
         scratch: &mut [u8],
         mut general: impl FnMut(usize, usize) -> Option<Cell>,
@@ -585,17 +638,7 @@ impl Program {
             *cells.get_mut(i as usize)? = number(negate(mag, u8::from(neg)), n);
         }
         for &(i, ref p, n) in &self.packed {
-            let b = *record.get(p.last as usize)?;
-            let hi = b >> 4;
-            // Signs come in any mix: one table look-up, no branch on them.
-            let sign = PACKED_SIGN[usize::from(p.signed)][usize::from(b & 0x0F)];
-            if hi > 9 || sign == INVALID {
-                return None;
-            }
-            let mag = p.head.packed(record)? * 10 + u64::from(hi);
-            if mag >= p.limit {
-                return None;
-            }
+            let (sign, mag) = p.decode(record)?;
             *cells.get_mut(i as usize)? = number(negate(mag, sign), n);
         }
         for &(i, b, n) in &self.binary {
@@ -613,13 +656,14 @@ impl Program {
         }
         match text {
             Some(whole) => {
-                for &(i, ts) in &self.borrowed {
+                for &(i, ref ts) in &self.borrowed {
                     let off = ts.off as usize;
                     let e = ts.trimmed(record)?;
                     // The text ends at a character boundary: at a trimmed space, or where the
-                    // field ends. Checking the field's ends keeps the loads off `e`.
+                    // field ends. Checking the field's ends keeps the loads off `e`. Every
+                    // byte of an ASCII record is one.
                     let end = off + ts.len as usize;
-                    if !(whole.is_char_boundary(off) && whole.is_char_boundary(end)) {
+                    if !ascii && !(whole.is_char_boundary(off) && whole.is_char_boundary(end)) {
                         return None;
                     }
                     *cells.get_mut(i as usize)? = Cell::Record(off as u32, (off + e) as u32);
@@ -627,7 +671,7 @@ impl Program {
             }
             None => {
                 // Binary fields elsewhere in the record: check and copy each text field.
-                for &(i, ts) in &self.borrowed {
+                for &(i, ref ts) in &self.borrowed {
                     let off = ts.off as usize;
                     let e = ts.trimmed(record)?;
                     let s = std::str::from_utf8(record.get(off..off + e)?).ok()?;
@@ -640,11 +684,11 @@ impl Program {
                 }
             }
         }
-        for &(i, ts, table) in &self.transcoded {
+        for &(i, ref ts, table) in &self.transcoded {
             let off = ts.off as usize;
             let e = ts.trimmed(record)?;
             let start = used;
-            used = transcode(table, record, off, off + e, scratch, used)?;
+            used = transcode(table, record.get(off..off + e)?, scratch, used)?;
             *cells.get_mut(i as usize)? = Cell::Scratch(start as u32, used as u32);
         }
         for &(i, plan, off) in &self.general {
@@ -716,49 +760,56 @@ fn number(v: i64, n: Number) -> Cell {
     }
 }
 
-/// Writes the UTF-8 text of single-byte `record[from..to]` into `dst` from `at`, eight
-/// characters a step while they are ASCII; returns the end, or `None` if `dst` is too short.
-/// A last step of fewer than eight may read past `to` (within the record) and write garbage
-/// past the returned end, which the next text overwrites or no one reads.
-#[inline]
-fn transcode(
-    table: &[u8; 256],
-    record: &[u8],
-    from: usize,
-    to: usize,
-    dst: &mut [u8],
-    at: usize,
-) -> Option<usize> {
+/// Writes the UTF-8 text of single-byte `src` into `dst` from `at`; returns the end, or
+/// `None` if `dst` is too short. One byte a character while they are ASCII (the common case:
+/// a store per byte, one check per field); a field with any other character is written again
+/// two bytes for those.
+#[inline(always)]
+fn transcode(table: &[u8; 256], src: &[u8], dst: &mut [u8], at: usize) -> Option<usize> {
+    let out = dst.get_mut(at..at + src.len())?;
+    let mut high = 0u8;
+    for (o, &b) in out.iter_mut().zip(src) {
+        let c = table[usize::from(b)];
+        *o = c;
+        high |= c;
+    }
+    if high < 0x80 {
+        return Some(at + src.len());
+    }
     let mut j = at;
-    let mut i = from;
-    while i < to {
-        let n = (to - i).min(8);
-        match record.get(i..i + 8) {
-            Some(block) => {
-                let mut c = 0u64;
-                for (k, &b) in block.iter().enumerate() {
-                    c |= u64::from(table[usize::from(b)]) << (8 * k);
-                }
-                dst.get_mut(j..j + 8)?.copy_from_slice(&c.to_le_bytes());
-                // Only the text's characters count; those past `to` are overwritten later.
-                let text_bits = if n == 8 { !0 } else { (1u64 << (8 * n)) - 1 };
-                if c & text_bits & 0x8080_8080_8080_8080 == 0 {
-                    j += n;
-                } else {
-                    for &b in &block[..n] {
-                        j = push_char(table[usize::from(b)], dst, j)?;
-                    }
-                }
-            }
-            None => {
-                for &b in record.get(i..to)? {
-                    j = push_char(table[usize::from(b)], dst, j)?;
-                }
-            }
-        }
-        i += n;
+    for &b in src {
+        j = push_char(table[usize::from(b)], dst, j)?;
     }
     Some(j)
+}
+
+/// Whether every byte is below 0x80: a word at a time, the last word overlapping the one
+/// before (`<[u8]>::is_ascii` goes byte by byte after its last 64-byte block, about 200
+/// instructions for the tail of a 110-byte record).
+#[inline]
+fn is_ascii(bytes: &[u8]) -> bool {
+    let (words, _) = bytes.as_chunks::<8>();
+    let Some(last) = bytes.last_chunk::<8>() else {
+        return bytes.iter().fold(0, |acc, &b| acc | b) < 0x80;
+    };
+    let high = words.iter().fold(u64::from_le_bytes(*last), |acc, w| {
+        acc | u64::from_le_bytes(*w)
+    });
+    high & 0x8080_8080_8080_8080 == 0
+}
+
+/// `bytes` as text, and whether it is all ASCII: an ASCII check a word at a time, and the
+/// full UTF-8 check only when some byte is not ASCII.
+#[inline]
+pub(crate) fn ascii_or_utf8(bytes: &[u8]) -> Result<(&str, bool), std::str::Utf8Error> {
+    if is_ascii(bytes) {
+        // SAFETY: every byte is below 0x80, and ASCII bytes are valid UTF-8 on their own.
+        // (`from_utf8` costs about 1.5 instructions a byte here, a sixth of the ASCII
+        // layout's whole decode.)
+        Ok((unsafe { std::str::from_utf8_unchecked(bytes) }, true))
+    } else {
+        std::str::from_utf8(bytes).map(|t| (t, false))
+    }
 }
 
 /// Writes code point `c` (below U+0100) as UTF-8.
@@ -781,30 +832,28 @@ mod tests {
 
     #[test]
     fn trims_like_the_byte_loop_anywhere_in_a_record() {
+        // Runs of spaces (both), NULs and bytes sharing bits with the spaces.
         let mut record = Vec::new();
-        for i in 0..90u8 {
-            record.push(match i % 7 {
-                0 | 3 => b' ',
-                1 => 0,
-                _ => b'a' + i % 26,
+        let mut x = 7u32;
+        for i in 0..90u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let run = (i / 5) % 4;
+            record.push(match (run, (x >> 16) % 11) {
+                (0 | 1, _) | (_, 0) => b' ',
+                (_, 1) => 0x40,
+                (_, 2) => 0,
+                (_, 3) => 0x60,
+                (_, 4) => 0x80,
+                (_, 5) => 0xE0,
+                (_, r) => b'a' + r as u8,
             });
         }
         for space in [b' ', 0x40] {
             for off in 0..20 {
                 for len in 1..=70 {
-                    let l = len % 8;
-                    let step = TextStep {
-                        off: off as u32,
-                        len: len as u32,
-                        space,
-                        head: if l == 0 {
-                            Chunk::default()
-                        } else {
-                            Chunk::new(off, off + l)
-                        },
-                    };
+                    let step = TextStep::new(off, len, space);
                     let want = super::super::numeric::trim_end(&record[off..off + len], space);
-                    assert_eq!(step.trimmed(&record), Some(want), "{off} {len}");
+                    assert_eq!(step.trimmed(&record), Some(want), "{space} {off} {len}");
                 }
             }
         }
@@ -833,6 +882,58 @@ mod tests {
     }
 
     #[test]
+    fn packed_fields_of_every_length_wherever_they_lie() {
+        for n in 1..=9usize {
+            for off in 0..12usize {
+                for (digits, sign) in [(0u64, 0xCu8), (7, 0xD), (u64::MAX, 0xF), (5, 0xA)] {
+                    // 2n - 1 digits: the low digits of a fixed pattern, or all nines.
+                    let count = 2 * n - 1;
+                    let value = if digits == u64::MAX {
+                        POW10[count] - 1
+                    } else {
+                        (12_345_678_901_234_567 + digits) % POW10[count]
+                    };
+                    let mut record = vec![0x77u8; off];
+                    let text = format!("{value:0count$}");
+                    let mut nibbles: Vec<u8> = text.bytes().map(|c| c - b'0').collect();
+                    nibbles.push(sign);
+                    record.extend(nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]));
+                    record.resize(record.len().max(8) + 3, 0x77);
+                    for signed in [false, true] {
+                        let step = PackedStep::new(off, off + n, signed, POW10[count]);
+                        let want = match (sign, signed) {
+                            (0xC | 0xF, _) => Some((0, value)),
+                            (0xD, true) => Some((1, value)),
+                            _ => None,
+                        };
+                        assert_eq!(step.decode(&record), want, "{n} {off} {value} {sign:X}");
+                        // Fewer digits allowed than the field holds: the top one is a pad.
+                        let limit = POW10[count - 1];
+                        let step = PackedStep::new(off, off + n, signed, limit);
+                        assert_eq!(
+                            step.decode(&record),
+                            want.filter(|&(_, v)| v < limit),
+                            "{n} {off} {value} {sign:X} limit"
+                        );
+                    }
+                    // A bad nibble anywhere but the sign.
+                    for at in 0..count {
+                        let mut bad = record.clone();
+                        let (i, high) = (off + at / 2, at % 2 == 0);
+                        bad[i] = if high {
+                            (bad[i] & 0x0F) | 0xB0
+                        } else {
+                            (bad[i] & 0xF0) | 0x0E
+                        };
+                        let step = PackedStep::new(off, off + n, true, POW10[count]);
+                        assert_eq!(step.decode(&bad), None, "{n} {off} nibble {at}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn spans_read_digits_wherever_they_lie() {
         let record = b"x1234567890123456789y";
         for start in 0..record.len() {
@@ -849,6 +950,27 @@ mod tests {
     }
 
     #[test]
+    fn ascii_check_sees_a_high_byte_anywhere() {
+        for len in 0..40 {
+            let bytes = vec![b'a'; len];
+            assert_eq!(ascii_or_utf8(&bytes), Ok(("a".repeat(len).as_str(), true)));
+            for at in 0..len {
+                let mut high = bytes.clone();
+                high[at] = 0x80;
+                assert!(!is_ascii(&high), "{len} {at}");
+                assert!(ascii_or_utf8(&high).is_err());
+                if at + 1 < len {
+                    high[at..at + 2].copy_from_slice("é".as_bytes());
+                    assert_eq!(
+                        ascii_or_utf8(&high).map(|(t, a)| (t.len(), a)),
+                        Ok((len, false))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn transcodes_ascii_blocks_and_latin1() {
         let mut identity = [0u8; 256];
         for (i, b) in identity.iter_mut().enumerate() {
@@ -859,8 +981,8 @@ mod tests {
             .map(|c| c as u8)
             .collect::<Vec<_>>();
         let mut dst = vec![0u8; 2 * src.len() + 8];
-        for (from, to) in [(0, src.len()), (1, 19), (3, 9), (5, 5), (8, 9)] {
-            let end = transcode(&identity, &src, from, to, &mut dst, 2).unwrap();
+        for (from, to) in [(0, src.len()), (1, 19), (3, 9), (5, 5), (8, 9), (0, 8)] {
+            let end = transcode(&identity, &src[from..to], &mut dst, 2).unwrap();
             let want: String = "ABCDEFGHéIJKLMNOPQRS"
                 .chars()
                 .skip(from)
@@ -868,9 +990,6 @@ mod tests {
                 .collect();
             assert_eq!(std::str::from_utf8(&dst[2..end]).unwrap(), want);
         }
-        assert_eq!(
-            transcode(&identity, &src, 0, src.len(), &mut dst[..10], 0),
-            None
-        );
+        assert_eq!(transcode(&identity, &src, &mut dst[..10], 0), None);
     }
 }
