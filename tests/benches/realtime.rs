@@ -9,14 +9,19 @@
 //!
 //! Variables: `SYNCMESH_RT_BENCH_EVENTS` (throughput phase, default 200,000),
 //! `SYNCMESH_RT_BENCH_RATE` (steady phase, events/s, default 10,000),
-//! `SYNCMESH_RT_BENCH_SECONDS` (steady phase, default 30). Without `--bench` (as `cargo test
+//! `SYNCMESH_RT_BENCH_SECONDS` (steady phase, default 30), `SYNCMESH_RT_BENCH_LINGER_MS` (the path's
+//! linger; default: the product's), `SYNCMESH_RT_BENCH_PROPS` (extra librdkafka properties for
+//! the path, `key=value,key=value`). Without `--bench` (as `cargo test
 //! --all-targets` runs it) it does a small run of each phase, so the code stays exercised.
 //!
 //! Both phases run the production runtime: a synthetic source (ledger-shaped rows, each with
 //! its commit time) -> the decider -> the transactional Kafka path with its positions topic.
-//! The baseline produces the same record values with a plain (idempotent, non-transactional)
-//! librdkafka producer.
+//! The baseline produces the same record values (same serializer) with a plain (idempotent,
+//! non-transactional) librdkafka producer. The steady phase also prints the resident memory
+//! at each tenth of the run; run it for minutes (`SYNCMESH_RT_BENCH_SECONDS=600`) to see that
+//! memory stays flat.
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +30,12 @@ use syncmesh_connectors::deadletter::FileDeadLetters;
 use syncmesh_connectors::decider::{Decider, RuleSet};
 use syncmesh_connectors::event::{
     ChangeEvent, Column, ColumnType, Decimal, Operation, Position, TableId, TableSchema,
-    Transaction, Value, to_debezium_json,
+    Transaction, Value, write_debezium_json,
 };
 use syncmesh_connectors::metrics::Metrics;
-use syncmesh_connectors::paths::realtime::{RealtimeConfig, RealtimePath};
+use syncmesh_connectors::paths::realtime::{
+    HEADER_POSITION, HEADER_SCHEMA_VERSION, HEADER_SOURCE, RealtimeConfig, RealtimePath,
+};
 use syncmesh_connectors::runtime::{
     Emitter, Runtime, Source, SourceError, SourceItem, SourceProgress, StopSignal,
 };
@@ -150,18 +157,40 @@ impl Source for Synthetic {
     }
 }
 
-/// Runs the production runtime over the synthetic source into Kafka; returns the elapsed time
-/// and the metrics.
+const E2E: &str = "syncmesh_end_to_end_latency_seconds";
+const TXN: &str = "syncmesh_kafka_produce_duration_seconds";
+
+/// One run of the path: how long it took, and its latency histograms (end to end, and per
+/// transaction) counted after the warm-up.
+struct PathRun {
+    elapsed: Duration,
+    end_to_end: Vec<(f64, u64)>,
+    transactions: Vec<(f64, u64)>,
+}
+
+/// Runs the production runtime over the synthetic source into Kafka. Latencies count from
+/// `warm_up` after the start: the first events wait for the producer to connect, fence and
+/// create topics, which is start-up, not the steady state.
 async fn run_path(
     brokers: &str,
     count: u64,
     rate: Option<u64>,
-) -> anyhow::Result<(Duration, Arc<Metrics>)> {
+    warm_up: Duration,
+) -> anyhow::Result<PathRun> {
     let name = unique_name("rtbench", '-', 40);
     let dir = tempfile::tempdir()?;
     let metrics = Arc::new(Metrics::new());
     let mut config = RealtimeConfig::new(brokers);
-    config.linger = Duration::from_millis(10);
+    if let Ok(ms) = std::env::var("SYNCMESH_RT_BENCH_LINGER_MS") {
+        config.linger = Duration::from_millis(ms.parse()?);
+    }
+    if let Ok(extra) = std::env::var("SYNCMESH_RT_BENCH_PROPS") {
+        for kv in extra.split(',').filter(|s| !s.is_empty()) {
+            if let Some((k, v)) = kv.split_once('=') {
+                config.properties.insert(k.into(), v.into());
+            }
+        }
+    }
     let path = RealtimePath::new(name.clone(), config, &metrics)?;
     let decisions = metrics.decisions.clone();
     let rules = RuleSet::compile(&[], &[PathName::Realtime], |route| {
@@ -184,6 +213,13 @@ async fn run_path(
     };
     let (stop_tx, stop) = StopSignal::new();
     let started = Instant::now();
+    let at_warm_up = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warm_up).await;
+            (buckets(&metrics, E2E), buckets(&metrics, TXN))
+        })
+    };
     let summary = runtime.run(stop_tx, stop).await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
@@ -191,10 +227,20 @@ async fn run_path(
         "acknowledged {:?} of {count}",
         summary.acknowledged
     );
-    Ok((elapsed, metrics))
+    anyhow::ensure!(
+        at_warm_up.is_finished(),
+        "the run ended within the warm-up ({warm_up:?})"
+    );
+    let (e2e_before, txn_before) = at_warm_up.await?;
+    Ok(PathRun {
+        elapsed,
+        end_to_end: since(&buckets(&metrics, E2E), &e2e_before),
+        transactions: since(&buckets(&metrics, TXN), &txn_before),
+    })
 }
 
-/// librdkafka alone: the same values, produced and acknowledged (acks=all, idempotent).
+/// librdkafka alone: the same records (key, value, headers), produced and acknowledged
+/// (acks=all, idempotent).
 async fn run_raw(brokers: &str, count: u64) -> anyhow::Result<Duration> {
     let topic = unique_name("rtbench-raw", '-', 40);
     create_topic(brokers, &topic, 1).await?;
@@ -207,9 +253,30 @@ async fn run_raw(brokers: &str, count: u64) -> anyhow::Result<Duration> {
     let mut inflight = std::collections::VecDeque::new();
     for n in 0..count {
         let e = event(&schema, n);
-        let value = serde_json::to_vec(&to_debezium_json(&e, 0))?;
+        // The same serializer as the path, so the ratio is what transactions and the path's
+        // bookkeeping cost.
+        let mut value = Vec::with_capacity(512);
+        write_debezium_json(&e, 0, &mut value);
         let key = e.key_text();
-        let record = FutureRecord::to(&topic).key(&key).payload(&value);
+        let position = serde_json::to_vec(&e.position)?;
+        let version = e.schema.version.to_string();
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: HEADER_POSITION,
+                value: Some(&position),
+            })
+            .insert(Header {
+                key: HEADER_SCHEMA_VERSION,
+                value: Some(version.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE,
+                value: Some(e.source.as_bytes()),
+            });
+        let record = FutureRecord::to(&topic)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
         let future = producer
             .send_result(record)
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
@@ -230,32 +297,50 @@ async fn run_raw(brokers: &str, count: u64) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// Prometheus-style quantile from the cumulative buckets of a histogram (linear within a bucket).
-fn quantile(metrics: &Metrics, q: f64) -> Option<f64> {
-    let family = metrics
+/// The cumulative buckets `(upper bound, count)` of histogram `name`; of its series with
+/// label `path="realtime"` when it has that label.
+fn buckets(metrics: &Metrics, name: &str) -> Vec<(f64, u64)> {
+    let Some(family) = metrics
         .registry
         .gather()
         .into_iter()
-        .find(|f| f.name() == "syncmesh_end_to_end_latency_seconds")?;
-    // The real-time path's series (the runtime registers one per path).
-    let h = family
-        .get_metric()
-        .iter()
-        .find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "path" && l.value() == "realtime")
-        })?
+        .find(|f| f.name() == name)
+    else {
+        return Vec::new();
+    };
+    let Some(series) = family.get_metric().iter().find(|m| {
+        m.get_label()
+            .iter()
+            .all(|l| l.name() != "path" || l.value() == "realtime")
+    }) else {
+        return Vec::new();
+    };
+    series
         .get_histogram()
-        .clone();
-    if h.get_sample_count() == 0 {
+        .get_bucket()
+        .iter()
+        .map(|b| (b.upper_bound(), b.cumulative_count()))
+        .collect()
+}
+
+/// What `now` counted since `before` (the same histogram read earlier; empty for "since start").
+fn since(now: &[(f64, u64)], before: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    now.iter()
+        .enumerate()
+        .map(|(i, &(le, n))| (le, n - before.get(i).map_or(0, |b| b.1)))
+        .collect()
+}
+
+/// Prometheus-style quantile from cumulative buckets (linear within a bucket).
+fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1 as f64;
+    if total == 0.0 {
         return None;
     }
-    let total = h.get_sample_count() as f64;
     let rank = q * total;
     let mut prev = (0.0, 0.0);
-    for b in h.get_bucket() {
-        let (le, count) = (b.upper_bound(), b.cumulative_count() as f64);
+    for &(le, count) in buckets {
+        let count = count as f64;
         if count >= rank {
             let within = if count > prev.1 {
                 (rank - prev.1) / (count - prev.1)
@@ -283,6 +368,12 @@ fn rss_kib() -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let Some(kafka) = services::kafka() else {
         println!("realtime bench: SKIPPED (no SYNCMESH_KAFKA_BROKERS)");
         return Ok(());
@@ -300,9 +391,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up of both, then each measured once, baseline first.
     run_raw(&kafka.brokers, events / 10).await?;
-    run_path(&kafka.brokers, events / 10, None).await?;
+    run_path(&kafka.brokers, events / 10, None, Duration::ZERO).await?;
     let raw = run_raw(&kafka.brokers, events).await?;
-    let (path, _) = run_path(&kafka.brokers, events, None).await?;
+    let path = run_path(&kafka.brokers, events, None, Duration::ZERO)
+        .await?
+        .elapsed;
     let raw_rate = events as f64 / raw.as_secs_f64();
     let path_rate = events as f64 / path.as_secs_f64();
     println!(
@@ -312,15 +405,35 @@ async fn main() -> anyhow::Result<()> {
 
     let steady = rate * seconds;
     let rss_before = rss_kib();
-    let (elapsed, metrics) = run_path(&kafka.brokers, steady, Some(rate)).await?;
+    let rss_samples = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(seconds * 100));
+        loop {
+            tick.tick().await;
+            samples.push(rss_kib() / 1024);
+            if samples.len() > 10 {
+                return samples;
+            }
+        }
+    });
+    let warm_up = Duration::from_secs(if full { 2 } else { 0 });
+    let run = run_path(&kafka.brokers, steady, Some(rate), warm_up).await?;
     let rss_after = rss_kib();
+    let rss_samples = rss_samples.await?;
+    let ms = |b: &[(f64, u64)], q: f64| quantile(b, q).unwrap_or(f64::NAN) * 1e3;
     println!(
-        "steady {rate}/s for {:.1} s ({steady} events): end-to-end p50 {:.1} ms, p99 {:.1} ms (from histogram buckets); RSS {} -> {} MiB",
-        elapsed.as_secs_f64(),
-        quantile(&metrics, 0.5).unwrap_or(f64::NAN) * 1e3,
-        quantile(&metrics, 0.99).unwrap_or(f64::NAN) * 1e3,
+        "steady {rate}/s for {:.1} s ({steady} events; latencies after a {} s warm-up, from \
+         histogram buckets): end-to-end p50 {:.1} ms, p99 {:.1} ms; per transaction (produce + \
+         commit) p50 {:.1} ms, p99 {:.1} ms; RSS {} -> {} MiB (MiB at each tenth: {:?})",
+        run.elapsed.as_secs_f64(),
+        warm_up.as_secs(),
+        ms(&run.end_to_end, 0.5),
+        ms(&run.end_to_end, 0.99),
+        ms(&run.transactions, 0.5),
+        ms(&run.transactions, 0.99),
         rss_before / 1024,
         rss_after / 1024,
+        rss_samples,
     );
     Ok(())
 }

@@ -46,7 +46,7 @@ pub struct RealtimeConfig {
     pub positions_topic: String,
     /// Commit a transaction once this many events are pending. Default 5,000.
     pub max_batch_events: usize,
-    /// Commit a transaction once its oldest pending event is this old. Default 100 ms.
+    /// Commit a transaction once its oldest pending event is this old. Default 20 ms.
     pub linger: Duration,
     /// The record value format. Default `DebeziumJson`.
     pub format: KafkaFormat,
@@ -86,7 +86,7 @@ impl RealtimeConfig {
             transactional_id: Self::DEFAULT_TRANSACTIONAL_ID.into(),
             positions_topic: Self::DEFAULT_POSITIONS_TOPIC.into(),
             max_batch_events: 5_000,
-            linger: Duration::from_millis(100),
+            linger: Duration::from_millis(20),
             format: KafkaFormat::DebeziumJson,
             partitions: 1,
             replication_factor: 1,

@@ -13,6 +13,7 @@
 //! (`init_transactions`, commit, abort) run under `spawn_blocking`, never on the async workers.
 
 mod claim;
+mod commit;
 mod config;
 mod positions;
 
@@ -25,6 +26,7 @@ use crate::decider::PathHealth;
 use crate::event::{ChangeEvent, Position, TableId, to_canal_json, write_debezium_json};
 use crate::metrics::Metrics;
 use crate::runtime::{Acker, Path, PathError, Routed};
+use futures::FutureExt;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -74,6 +76,20 @@ pub enum RealtimeError {
         brokers: String,
         code: RDKafkaErrorCode,
         reason: String,
+    },
+    #[error("kafka at {brokers}: commit_transaction failed ({code}): {reason}")]
+    Commit {
+        brokers: String,
+        code: RDKafkaErrorCode,
+        reason: String,
+    },
+    #[error(
+        "kafka at {brokers}: a transaction committed although its records were not all reported delivered ({unsettled} without a report; {detail}); stopping rather than guess what Kafka holds"
+    )]
+    CommittedUndelivered {
+        brokers: String,
+        unsettled: usize,
+        detail: String,
     },
     #[error("kafka at {brokers}: a delivery report for topic `{topic}` was lost")]
     DeliveryLost { brokers: String, topic: String },
@@ -497,6 +513,7 @@ impl RealtimePath {
                     Err(e) => e,
                 },
                 Err(Failure::Other(e)) => e,
+                Err(Failure::Committed(e)) => return Err(e.into()),
             };
             self.metrics.aborted.inc();
             if let Some(fatal) = self.fatal(kafka) {
@@ -556,16 +573,49 @@ impl RealtimePath {
             .producer
             .begin_transaction()
             .map_err(|e| Failure::Other(self.kafka_error("begin_transaction", e)))?;
-        self.produce_all(kafka, pending, refused).await?;
-        self.commit(kafka).await.map_err(Failure::Other)
+        let mut deliveries = self.produce_all(kafka, pending, refused).await?;
+        // Commit without waiting for the delivery reports first: librdkafka's commit sends
+        // what is still queued at once (no linger), waits for every delivery, and commits only
+        // if each record was delivered. The reports say which records were refused, if any.
+        let committed = self.commit(kafka).await;
+        let unsettled = deliveries.settle_ready();
+        let (newly_refused, error) = deliveries.finish();
+        for (index, refusal) in &newly_refused {
+            tracing::warn!(pipeline = %self.pipeline, topic = %refusal.topic, reason = %refusal.reason,
+                position = ?pending[*index].event.position,
+                "the brokers refused a record; it goes to the dead-letter topic");
+        }
+        match committed {
+            Ok(()) if newly_refused.is_empty() && error.is_none() && unsettled == 0 => Ok(()),
+            // librdkafka commits only once every record is delivered; anything else means the
+            // transaction's content is unknown, and redoing it could skip or repeat records.
+            Ok(()) => Err(Failure::Committed(RealtimeError::CommittedUndelivered {
+                brokers: self.config.brokers.clone(),
+                unsettled,
+                detail: error.map_or_else(
+                    || format!("{} refused", newly_refused.len()),
+                    |e| e.to_string(),
+                ),
+            })),
+            Err(_) if !newly_refused.is_empty() => {
+                refused.extend(newly_refused);
+                Err(Failure::Refused)
+            }
+            // The delivery error says more than the commit's ("delivery failed").
+            Err(commit) => Err(Failure::Other(error.unwrap_or(commit))),
+        }
     }
 
     async fn commit(&self, kafka: &Kafka) -> Result<(), RealtimeError> {
         let p = kafka.producer.clone();
         let timeout = self.config.operation_timeout;
-        match tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await {
+        match tokio::task::spawn_blocking(move || commit::commit_transaction(&p, timeout)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.kafka_error("commit_transaction", e)),
+            Ok(Err(e)) => Err(RealtimeError::Commit {
+                brokers: self.config.brokers.clone(),
+                code: e.code,
+                reason: e.reason,
+            }),
             Err(_) => Err(self.kafka_error("commit_transaction", KafkaError::Canceled)),
         }
     }
@@ -626,15 +676,15 @@ impl RealtimePath {
         }
     }
 
-    /// Enqueues every event (refused ones to the dead-letter topic) and one position record
-    /// per source, then waits for every delivery report. Records the brokers refuse are added
-    /// to `refused` and fail the attempt with [`Failure::Refused`].
+    /// Enqueues every event (those in `refused` to the dead-letter topic) and one position
+    /// record per source; returns what is in flight. Waits for deliveries only while
+    /// librdkafka's queue is full.
     async fn produce_all(
         &mut self,
         kafka: &Kafka,
         pending: &[Routed],
         refused: &mut BTreeMap<usize, Refusal>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Deliveries, Failure> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut deliveries = Deliveries::new(&self.config.brokers);
         let mut last: BTreeMap<Arc<str>, (&crate::event::Position, u64)> = BTreeMap::new();
@@ -727,20 +777,7 @@ impl RealtimePath {
                 Err(other) => return Err(other),
             }
         }
-        while deliveries.settle_oldest().await {}
-        let (newly_refused, error) = deliveries.finish();
-        let any_refused = !newly_refused.is_empty();
-        for (index, refusal) in newly_refused {
-            tracing::warn!(pipeline = %self.pipeline, topic = %refusal.topic, reason = %refusal.reason,
-                position = ?pending[index].event.position,
-                "the brokers refused a record; it goes to the dead-letter topic");
-            refused.insert(index, refusal);
-        }
-        match error {
-            Some(error) => Err(Failure::Other(error)),
-            None if any_refused => Err(Failure::Refused),
-            None => Ok(()),
-        }
+        Ok(deliveries)
     }
 
     /// The dead-letter record of `event`: why it was refused, where it was going, its position,
@@ -853,6 +890,9 @@ enum Failure {
     Refused,
     /// Anything else: abort and retry after a backoff while the budget lasts.
     Other(RealtimeError),
+    /// Kafka committed a transaction whose records were not all reported delivered: not
+    /// retried, the path ends.
+    Committed(RealtimeError),
 }
 
 /// Why the brokers (or librdkafka, before sending) refused one record.
@@ -955,7 +995,31 @@ impl Deliveries {
         let Some((future, topic, event)) = self.inflight.pop_front() else {
             return false;
         };
-        match future.await {
+        let outcome = future.await;
+        self.record(outcome, topic, event);
+        true
+    }
+
+    /// Records the outcomes already reported, without waiting; returns how many are not in
+    /// yet. Once a commit call has returned, librdkafka has reported every record it flushed.
+    fn settle_ready(&mut self) -> usize {
+        let mut unsettled = 0;
+        for (future, topic, event) in std::mem::take(&mut self.inflight) {
+            match future.now_or_never() {
+                Some(outcome) => self.record(outcome, topic, event),
+                None => unsettled += 1,
+            }
+        }
+        unsettled
+    }
+
+    fn record(
+        &mut self,
+        outcome: <DeliveryFuture as std::future::Future>::Output,
+        topic: Arc<str>,
+        event: Option<usize>,
+    ) {
+        match outcome {
             Ok(Ok(_)) => {}
             Ok(Err((KafkaError::MessageProduction(code), _)))
                 if is_refusal(code)
@@ -981,7 +1045,6 @@ impl Deliveries {
                 self.lost.get_or_insert(topic);
             }
         }
-        true
     }
 
     /// The records refused (by index in the batch) and the first other failure; a produce
@@ -994,6 +1057,46 @@ impl Deliveries {
             })
         });
         (self.refused, error)
+    }
+}
+
+impl RealtimePath {
+    /// Flushes, then takes what queued up meanwhile, flushing again while that fills a batch.
+    /// Returns when the pending batch began.
+    async fn flush_and_take(
+        &mut self,
+        kafka: &mut Kafka,
+        pending: &mut Vec<Routed>,
+        acks: &Acker,
+        events: &mut mpsc::Receiver<Vec<Routed>>,
+    ) -> Result<Option<Instant>, PathError> {
+        loop {
+            let started = Instant::now();
+            self.watched_flush(kafka, pending, acks).await?;
+            let oldest = self.take_queued(started, events, pending);
+            if pending.len() < self.config.max_batch_events {
+                return Ok(oldest);
+            }
+        }
+    }
+
+    /// After a flush that began at `started`: takes the batches that queued up meanwhile (up
+    /// to a full batch). They have waited for that transaction already, so their linger counts
+    /// from when it began, not from now; without this every event arriving during a commit
+    /// would wait a commit plus a whole linger. Returns when the pending batch began.
+    fn take_queued(
+        &mut self,
+        started: Instant,
+        events: &mut mpsc::Receiver<Vec<Routed>>,
+        pending: &mut Vec<Routed>,
+    ) -> Option<Instant> {
+        let mut oldest = None;
+        while pending.len() < self.config.max_batch_events {
+            let Ok(batch) = events.try_recv() else { break };
+            oldest = Some(started);
+            self.receive(batch, pending);
+        }
+        oldest
     }
 }
 
@@ -1015,8 +1118,7 @@ impl Path for RealtimePath {
                         oldest.get_or_insert_with(Instant::now);
                         self.receive(batch, &mut pending);
                         if pending.len() >= self.config.max_batch_events {
-                            self.watched_flush(&mut kafka, &mut pending, &acks).await?;
-                            oldest = None;
+                            oldest = self.flush_and_take(&mut kafka, &mut pending, &acks, &mut events).await?;
                         }
                     }
                     None => {
@@ -1025,8 +1127,7 @@ impl Path for RealtimePath {
                     }
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.watched_flush(&mut kafka, &mut pending, &acks).await?;
-                    oldest = None;
+                    oldest = self.flush_and_take(&mut kafka, &mut pending, &acks, &mut events).await?;
                 }
             }
         }
