@@ -4,8 +4,8 @@
 //! and while that reports messages outstanding, a poll of up to 100 ms. Once every delivery
 //! future of a batch has resolved, the producer's polling thread may still be freeing the last
 //! delivery event; when the loop sees that, it sleeps in its poll for the full 100 ms because no
-//! further event comes. Measured here: about one transaction in ten took 100 ms longer at
-//! 10,000 events/s, which was the whole of the path's p99 latency.
+//! further event comes. Measured here at 10,000 events/s: a transaction's p99 was 220 ms with
+//! the crate's call and 25 ms with this one, and the 100 ms stall was most of the path's p99.
 //!
 //! librdkafka's `rd_kafka_commit_transaction` flushes as well, but waits on a condition variable
 //! that the freeing signals. The delivery events it waits for are served by the
