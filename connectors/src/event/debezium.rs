@@ -171,6 +171,7 @@ impl Serialize for JsonValue<'_> {
             Value::Float(_) => s.serialize_unit(),
             Value::String(text) => s.serialize_str(text),
             Value::Array(items) => s.collect_seq(items.iter().map(JsonValue)),
+            Value::Timestamp(t) => s.collect_str(&super::value::IsoTimestamp(t)),
             // Rare in the hot path: the general rendering.
             other => other.to_json().serialize(s),
         }

@@ -178,11 +178,15 @@ impl ChangeEvent {
 
     /// The key as text (`1001` or `1001|EUR` for composite keys).
     pub fn key_text(&self) -> String {
-        self.key()
-            .iter()
-            .map(|v| v.key_text())
-            .collect::<Vec<_>>()
-            .join("|")
+        let key = self.key();
+        match key.as_slice() {
+            [one] => one.key_text(),
+            many => many
+                .iter()
+                .map(|v| v.key_text())
+                .collect::<Vec<_>>()
+                .join("|"),
+        }
     }
 
     /// Source commit time, when the source knows it.

@@ -148,7 +148,7 @@ impl Value {
             Value::String(s) => J::String(s.clone()),
             Value::Bytes(b) => J::String(base64_encode(b)),
             Value::Date(d) => J::String(d.format("%Y-%m-%d").to_string()),
-            Value::Timestamp(t) => J::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+            Value::Timestamp(t) => J::String(IsoTimestamp(t).to_string()),
             Value::TimestampTz(t) => J::String(t.to_rfc3339()),
             Value::Array(items) => J::Array(items.iter().map(Value::to_json).collect()),
         }
@@ -158,10 +158,51 @@ impl Value {
     pub fn key_text(&self) -> String {
         match self {
             Value::String(s) => s.clone(),
+            // The common key types, without a JSON value in between (same text).
+            Value::Int(i) => i.to_string(),
+            Value::Decimal(d) => d.to_string(),
             other => match other.to_json() {
                 serde_json::Value::String(s) => s,
                 j => j.to_string(),
             },
+        }
+    }
+}
+
+/// A timestamp as `%Y-%m-%dT%H:%M:%S%.f` (fraction of 3, 6 or 9 digits, none when zero), the
+/// text every JSON rendering uses. Written by hand for years 0 to 9999 because chrono parses
+/// its format string on every call, which was a tenth of the real-time path's CPU per event.
+pub struct IsoTimestamp<'a>(pub &'a NaiveDateTime);
+
+impl fmt::Display for IsoTimestamp<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use chrono::{Datelike, Timelike};
+        let t = self.0;
+        if !(0..=9999).contains(&t.year()) {
+            return write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.f"));
+        }
+        // A leap second is second 59 with nanoseconds past 1e9: chrono prints it as :60 and
+        // the remainder as the fraction.
+        let leap = u32::from(t.nanosecond() >= 1_000_000_000);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second() + leap
+        )?;
+        let nanos = t.nanosecond() % 1_000_000_000;
+        if nanos == 0 {
+            Ok(())
+        } else if nanos % 1_000_000 == 0 {
+            write!(f, ".{:03}", nanos / 1_000_000)
+        } else if nanos % 1_000 == 0 {
+            write!(f, ".{:06}", nanos / 1_000)
+        } else {
+            write!(f, ".{nanos:09}")
         }
     }
 }
@@ -175,6 +216,28 @@ pub(crate) fn base64_encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #[test]
+        fn iso_timestamp_is_chronos_text(
+            secs in -400_000_000_000i64..400_000_000_000,
+            // Whole milliseconds and microseconds often, as sources give them.
+            nanos in proptest::prop_oneof![
+                0u32..1_000_000_000,
+                (0u32..1_000).prop_map(|ms| ms * 1_000_000),
+                (0u32..1_000_000).prop_map(|us| us * 1_000),
+                1_000_000_000u32..2_000_000_000,
+            ],
+        ) {
+            if let Some(t) = DateTime::from_timestamp(secs, nanos).map(|t| t.naive_utc()) {
+                proptest::prop_assert_eq!(
+                    IsoTimestamp(&t).to_string(),
+                    t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
+                );
+            }
+        }
+    }
 
     #[test]
     fn decimal_keeps_its_scale() {
