@@ -9,8 +9,9 @@
 //!
 //! Variables: `SYNCMESH_RT_BENCH_EVENTS` (per throughput round, default 200,000),
 //! `SYNCMESH_RT_BENCH_RATE` (steady phase, events/s, default 10,000),
-//! `SYNCMESH_RT_BENCH_SECONDS` (steady phase, default 30), `SYNCMESH_RT_BENCH_LINGER_MS` (the path's
-//! linger; default: the product's), `SYNCMESH_RT_BENCH_PROPS` (extra librdkafka properties for
+//! `SYNCMESH_RT_BENCH_SECONDS` (steady phase, default 30), `SYNCMESH_RT_BENCH_LINGER_MS` and
+//! `SYNCMESH_RT_BENCH_MAX_BATCH` (the path's linger and events per transaction; default: the
+//! product's), `SYNCMESH_RT_BENCH_PROPS` (extra librdkafka properties for
 //! the path, `key=value,key=value`). Without `--bench` (as `cargo test
 //! --all-targets` runs it) it does a small run of each phase, so the code stays exercised.
 //!
@@ -183,6 +184,9 @@ async fn run_path(
     let mut config = RealtimeConfig::new(brokers);
     if let Ok(ms) = std::env::var("SYNCMESH_RT_BENCH_LINGER_MS") {
         config.linger = Duration::from_millis(ms.parse()?);
+    }
+    if let Ok(n) = std::env::var("SYNCMESH_RT_BENCH_MAX_BATCH") {
+        config.max_batch_events = n.parse()?;
     }
     if let Ok(extra) = std::env::var("SYNCMESH_RT_BENCH_PROPS") {
         for kv in extra.split(',').filter(|s| !s.is_empty()) {

@@ -2,11 +2,13 @@
 //! table, together with the source positions it reaches (in a compacted positions topic of the
 //! pipeline); the batch is acknowledged only once the transaction is committed.
 //!
-//! A produce or commit error aborts the open transaction and the same batch is produced again,
-//! backing off, until `retry_for` is spent; only then does the path end with the error, the run
-//! fail, and the next run resume from Kafka's committed positions (at-least-once into the path,
-//! exactly-once for read_committed consumers of what was committed). Records the brokers refuse
-//! for good go to the dead-letter topic instead, in the same transaction as the rest.
+//! A failed transaction is retried in place: a new producer with the same transactional id
+//! fences the old one (the brokers abort what it left open), the committed positions are read
+//! again, and what Kafka does not hold yet is produced again, backing off, until `retry_for` is
+//! spent; only then does the path end with the error, the run fail, and the next run resume
+//! from Kafka's committed positions (at-least-once into the path, exactly-once for
+//! read_committed consumers of what was committed). Records the brokers refuse for good go to
+//! the dead-letter topic instead, in the same transaction as the rest.
 //!
 //! Delivery reports come from librdkafka's threads: `FutureProducer` hands each one to its
 //! future through a oneshot channel, so nothing ever blocks there. Calls that wait on the broker
