@@ -194,15 +194,32 @@ impl RuleSet {
 #[derive(Debug, Default)]
 pub struct PathHealth {
     degraded: AtomicBool,
+    /// Wakes whoever waits in [`PathHealth::degraded`].
+    became_degraded: tokio::sync::Notify,
 }
 
 impl PathHealth {
     pub fn set_degraded(&self, degraded: bool) {
         self.degraded.store(degraded, Ordering::Relaxed);
+        if degraded {
+            self.became_degraded.notify_waiters();
+        }
     }
 
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Returns once the path is degraded (at once if it is now).
+    pub async fn degraded(&self) {
+        let notified = self.became_degraded.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change between the two is not missed.
+        notified.as_mut().enable();
+        if self.is_degraded() {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -246,6 +263,21 @@ impl Decider {
             }
             _ => mask,
         }
+    }
+
+    /// The real-time path's health when its events go to the batch path while it is
+    /// degraded; `None` when they wait for it (`buffer`).
+    pub fn fallback_health(&self) -> Option<&PathHealth> {
+        self.fallback.as_ref().map(|f| &*f.realtime)
+    }
+
+    /// `mask` of an event decided for the real-time path, now diverted to the batch path (it
+    /// was held back while the path became degraded); counted as a fallback.
+    pub fn divert(&self, mask: PathMask) -> PathMask {
+        if let Some(f) = &self.fallback {
+            f.diverted.inc();
+        }
+        (mask & !REALTIME) | BATCH
     }
 
     /// Replaces the whole rule set; events decided after this call use the new one.

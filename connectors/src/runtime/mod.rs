@@ -14,7 +14,7 @@ pub use tracker::{PathMask, SourceProgress, Tracker};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::deadletter::{DeadLetterError, DeadLetterSink};
-use crate::decider::{Decider, PATHS};
+use crate::decider::{Decider, PATHS, path_index};
 use crate::metrics::Metrics;
 use path::Ack;
 use source::SourceBatch;
@@ -22,8 +22,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use syncmesh_crds::PathName;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+const REALTIME: usize = path_index(PathName::Realtime);
+const BATCH: usize = path_index(PathName::Batch);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -348,13 +352,30 @@ impl Runtime {
         self.counters
             .events_read
             .fetch_add(events, Ordering::Relaxed);
-        for (i, routed) in out.into_iter().enumerate() {
+        // PATHS puts the real-time path first, so events it gives back can still join the batch
+        // path's share of this dispatch, in seq order.
+        for i in 0..out.len() {
+            let routed = std::mem::take(&mut out[i]);
             if routed.is_empty() {
                 continue;
             }
-            if let Some(tx) = &path_txs[i] {
+            let Some(tx) = &path_txs[i] else { continue };
+            let decider = self.decider.clone();
+            match decider.fallback_health() {
+                Some(health) if i == REALTIME => {
+                    if let Some(held) = send_unless_degraded(tx, routed, health).await {
+                        if path_txs[BATCH].is_none() {
+                            return Err(RuntimeError::UnconfiguredPath(PATHS[BATCH].as_str()));
+                        }
+                        let diverted = divert(&decider, held, tracker, &mut out[BATCH]);
+                        tracing::warn!(pipeline = %self.pipeline, events = diverted,
+                            "real-time path degraded: events waiting for it go to the batch path");
+                    }
+                }
                 // A closed channel means the path ended; its task result names the reason.
-                let _ = tx.send(routed).await;
+                _ => {
+                    let _ = tx.send(routed).await;
+                }
             }
         }
         Ok(())
@@ -382,6 +403,61 @@ impl Runtime {
             .inc();
         Ok(())
     }
+}
+
+/// Sends `routed` to the real-time path, unless it is or becomes degraded before its queue
+/// has room: then the events are handed back.
+async fn send_unless_degraded(
+    tx: &mpsc::Sender<Vec<Routed>>,
+    routed: Vec<Routed>,
+    health: &crate::decider::PathHealth,
+) -> Option<Vec<Routed>> {
+    tokio::select! {
+        biased;
+        _ = health.degraded() => Some(routed),
+        permit = tx.reserve() => {
+            // A closed channel means the path ended; its task result names the reason.
+            if let Ok(permit) = permit {
+                permit.send(routed);
+            }
+            None
+        }
+    }
+}
+
+/// Re-routes events held back from the degraded real-time path to the batch path: in the
+/// tracker, and merged into `batch` (this dispatch's batch share) in seq order. Events the
+/// rules had sent to both paths are already in `batch`. Returns how many were diverted.
+fn divert(
+    decider: &Decider,
+    held: Vec<Routed>,
+    tracker: &mut Tracker,
+    batch: &mut Vec<Routed>,
+) -> usize {
+    let mut moved = Vec::with_capacity(held.len());
+    for routed in held {
+        let Some(had) = tracker.reroute(routed.seq, |had| decider.divert(had)) else {
+            continue;
+        };
+        if had & (1 << BATCH) == 0 {
+            moved.push(routed);
+        }
+    }
+    let count = moved.len();
+    let mut merged = Vec::with_capacity(batch.len() + moved.len());
+    let mut a = std::mem::take(batch).into_iter().peekable();
+    let mut b = moved.into_iter().peekable();
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.seq < y.seq,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        merged.extend(if take_a { a.next() } else { b.next() });
+    }
+    *batch = merged;
+    count
 }
 
 #[cfg(test)]

@@ -117,6 +117,22 @@ impl Tracker {
             .collect()
     }
 
+    /// Sends the pending item `seq` to `paths(what it had)` instead, returning what it had. Only for an
+    /// item no path it loses has received, and sent to the paths it gains before any later seq:
+    /// acknowledgements stay "everything up to seq".
+    pub fn reroute(
+        &mut self,
+        seq: u64,
+        paths: impl FnOnce(PathMask) -> PathMask,
+    ) -> Option<PathMask> {
+        let i = self.pending.partition_point(|p| p.seq < seq);
+        let item = self.pending.get_mut(i).filter(|p| p.seq == seq)?;
+        let had = item.paths;
+        item.paths = paths(had);
+        self.advance();
+        Some(had)
+    }
+
     /// Path `path` has made everything up to `seq` durable.
     pub fn ack(&mut self, path: usize, seq: u64) {
         let acked = &mut self.acked[path];
@@ -183,6 +199,23 @@ mod tests {
             Some(Position::File { record, .. }) => Some(*record),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_rerouted_item_waits_for_its_new_path_only() {
+        let mut t = Tracker::new(2, vec![SourceProgress::default()]);
+        let a = t.dispatch(0, pos(1), 0b10, false);
+        let b = t.dispatch(0, pos(2), 0b01, false);
+        let c = t.dispatch(0, pos(3), 0b01, false);
+        assert_eq!(t.reroute(b, |_| 0b10), Some(0b01));
+        assert_eq!(t.reroute(99, |_| 0b10), None);
+        // Path 0 acknowledging up to c no longer covers b.
+        t.ack(0, c);
+        assert_eq!(record_of(&t), None);
+        t.ack(1, a);
+        assert_eq!(record_of(&t), Some(1), "b waits for path 1");
+        t.ack(1, b);
+        assert_eq!(record_of(&t), Some(3));
     }
 
     #[test]
