@@ -663,7 +663,9 @@ impl Program {
                     // field ends. Checking the field's ends keeps the loads off `e`. Every
                     // byte of an ASCII record is one.
                     let end = off + ts.len as usize;
-                    if !ascii && !(whole.is_char_boundary(off) && whole.is_char_boundary(end)) {
+                    let at_boundaries =
+                        ascii || (whole.is_char_boundary(off) && whole.is_char_boundary(end));
+                    if !at_boundaries {
                         return None;
                     }
                     *cells.get_mut(i as usize)? = Cell::Record(off as u32, (off + e) as u32);
