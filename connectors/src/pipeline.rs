@@ -26,7 +26,9 @@ use crate::runtime::{
     Path as PipelinePath, RunCounters, RunSummary, Runtime, RuntimeError, Source, StopSignal,
 };
 use crate::sinks::breaker::{Breaker, BreakerConfig, BreakerMetrics, Breakers, SystemClock};
-use crate::sinks::table::{TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter};
+use crate::sinks::table::{
+    TableName, TableSinkError, TableSinkOptions, TableSinkUrl, TableWriter, with_password_env,
+};
 use crate::sources::flatfile::{FlatFileError, FlatFileSource};
 use crate::sources::tidb::metrics::TidbMetrics;
 use crate::sources::tidb::{ChangefeedSource, TidbError};
@@ -238,7 +240,14 @@ impl Pipeline {
                 Arc::new(SystemClock),
                 Some(BreakerMetrics::from_metrics(&name, &metrics)),
             )));
-            let url = resolve_sqlite(&sink.url, base);
+            let url = with_password_env(
+                &resolve_sqlite(&sink.url, base),
+                sink.password_env.as_deref(),
+            )
+            .map_err(|reason| BuildError::Invalid {
+                field: "spec.sink.passwordEnv".into(),
+                reason,
+            })?;
             let mut opts = TableSinkOptions {
                 create_tables: sink.create_tables,
                 ..Default::default()

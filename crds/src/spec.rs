@@ -658,9 +658,14 @@ pub struct S3Spec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SinkSpec {
-    /// `sqlite://path` (relative to the manifest when embedded), `mysql://host/db` or
-    /// `postgres://host/db`. Put no password here on Kubernetes: passwords come from a Secret.
+    /// `sqlite://path` (relative to the manifest when embedded), `mysql://user@host/db` or
+    /// `postgres://user@host/db`. Put no password here: name it in `passwordEnv`.
     pub url: String,
+    /// Environment variable holding the password of the URL's user (`syncmesh run`, or a Pod
+    /// env from a Secret through `spec.worker.env`). Used by the sink writer and by the
+    /// consistency checker, which reads the sink too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// Create a missing sink table from the source schema.
     #[serde(default = "default_true")]
     pub create_tables: bool,
@@ -993,8 +998,11 @@ pub struct CheckSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
     /// The database the sink is compared with: `mysql://` (MariaDB, MySQL, TiDB),
-    /// `postgres://` or `sqlite://`. Put no password here on Kubernetes.
+    /// `postgres://` or `sqlite://`. Put no password here: name it in `sourcePasswordEnv`.
     pub source_url: String,
+    /// Environment variable holding the password of `sourceUrl`'s user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_password_env: Option<String>,
 }
 
 impl CheckSpec {

@@ -500,3 +500,74 @@ fn sighup_reloads_the_routes_without_a_restart() {
     );
     assert_eq!(manifests_rows(dir.path()), 10_000);
 }
+
+/// A PostgreSQL sink whose URL has no password: `spec.sink.passwordEnv` names the variable
+/// that holds it. Without the variable the run stops before reading anything, naming the field
+/// and the variable; with it, every ledger row is in the table.
+#[test]
+fn a_sink_password_comes_from_the_environment() {
+    let Some(pg) = syncmesh_tests::services::postgres() else {
+        assert!(
+            std::env::var("SYNCMESH_REQUIRE_SERVICES").is_err(),
+            "SYNCMESH_POSTGRES_URL is required"
+        );
+        return;
+    };
+    let mut url = url::Url::parse(&pg.url).expect("SYNCMESH_POSTGRES_URL parses");
+    let password = url
+        .password()
+        .expect("the test database has a password")
+        .to_string();
+    url.set_password(None).expect("a URL with a host");
+    let table = syncmesh_tests::unique_name("ledger_pwenv", '_', 40);
+    let (dir, manifest) = quickstart_copy(&[]);
+    let yaml = std::fs::read_to_string(&manifest).expect("manifest");
+    let yaml = yaml.replace(
+        "  sink:\n    url: sqlite://out/sink.db\n",
+        &format!(
+            "  sink:\n    url: \"{url}\"\n    passwordEnv: SYNCMESH_TEST_SINK_PASSWORD\n    tables: {{bank.ledger: {table}}}\n"
+        ),
+    );
+    assert!(
+        yaml.contains("passwordEnv"),
+        "the quickstart's sink section moved"
+    );
+    std::fs::write(&manifest, yaml).expect("write manifest");
+    let manifest = manifest.to_str().expect("utf-8 path");
+
+    let without = Command::new(bin())
+        .args(["run", manifest])
+        .env_remove("SYNCMESH_TEST_SINK_PASSWORD")
+        .output()
+        .expect("run syncmesh");
+    let stderr = text(&without.stderr);
+    assert!(!without.status.success(), "ran without its password");
+    assert!(
+        stderr.contains("spec.sink.passwordEnv")
+            && stderr.contains("`SYNCMESH_TEST_SINK_PASSWORD` is not set"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&password), "the error shows no password");
+
+    let with = Command::new(bin())
+        .args(["run", manifest])
+        .env("SYNCMESH_TEST_SINK_PASSWORD", &password)
+        .output()
+        .expect("run syncmesh");
+    assert!(with.status.success(), "{}", text(&with.stderr));
+    let expected = expected_rows(&dir.path().join("data")).len() as i64;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rows: i64 = rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&pg.url).await.expect("connect");
+        let n = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+            .execute(&pool)
+            .await
+            .expect("drop");
+        n
+    });
+    assert_eq!(rows, expected);
+}

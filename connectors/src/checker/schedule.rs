@@ -19,7 +19,7 @@ use crate::lineage::{
     InputDataset, LineageEmitter, ProcessingType, RunEvents, new_run_id,
 };
 use crate::runtime::StopSignal;
-use crate::sinks::table::TableName;
+use crate::sinks::table::{TableName, with_password_env};
 use chrono::{DateTime, Utc};
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -429,8 +429,16 @@ pub fn tables_from_spec(
             .tables
             .insert(TableId::parse(source_table), TableName::new(target.clone()));
     }
-    let source_url = resolve_sqlite(&check.source_url, base_dir);
-    let sink_url = resolve_sqlite(&sink.url, base_dir);
+    let source_url = with_password_env(
+        &resolve_sqlite(&check.source_url, base_dir),
+        check.source_password_env.as_deref(),
+    )
+    .map_err(|reason| ("spec.check.sourcePasswordEnv".to_string(), reason))?;
+    let sink_url = with_password_env(
+        &resolve_sqlite(&sink.url, base_dir),
+        sink.password_env.as_deref(),
+    )
+    .map_err(|reason| ("spec.sink.passwordEnv".to_string(), reason))?;
     Ok(names
         .iter()
         .map(|name| {

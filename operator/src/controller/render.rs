@@ -117,8 +117,8 @@ pub fn operator_issues(sp: &SyncPipeline) -> Vec<FieldIssue> {
         }
     }
     let provided = |var: &str| env.iter().any(|e| e.name == var);
+    let mut wanted = Vec::new();
     for (i, source) in sp.spec.sources.iter().enumerate() {
-        let mut wanted = Vec::new();
         if let Some(ora) = &source.oracle
             && let Some(var) = &ora.credentials.password_env
         {
@@ -132,15 +132,26 @@ pub fn operator_issues(sp: &SyncPipeline) -> Vec<FieldIssue> {
         {
             wanted.push((format!("spec.sources[{i}].tidb.snapshot.passwordEnv"), var));
         }
-        for (path, var) in wanted {
-            if !provided(var) {
-                issues.push(issue(
-                    path,
-                    format!(
-                        "`{var}` is not provided to the worker: add it to spec.worker.env with a secretKeyRef"
-                    ),
-                ));
-            }
+    }
+    if let Some(var) = sp.spec.sink.as_ref().and_then(|s| s.password_env.as_ref()) {
+        wanted.push(("spec.sink.passwordEnv".to_string(), var));
+    }
+    if let Some(var) = sp
+        .spec
+        .check
+        .as_ref()
+        .and_then(|c| c.source_password_env.as_ref())
+    {
+        wanted.push(("spec.check.sourcePasswordEnv".to_string(), var));
+    }
+    for (path, var) in wanted {
+        if !provided(var) {
+            issues.push(issue(
+                path,
+                format!(
+                    "`{var}` is not provided to the worker: add it to spec.worker.env with a secretKeyRef"
+                ),
+            ));
         }
     }
     issues
@@ -726,6 +737,27 @@ mod tests {
         );
         assert!(issues[2].reason.contains("`TIDB_PW`"));
         assert!(operator_issues(&pipeline(oracle_spec())).is_empty());
+
+        // The sink's password and the checked database's come from the worker's env too.
+        let mut spec = oracle_spec();
+        spec["sink"] = json!({ "url": "postgres://app@pg/db", "passwordEnv": "SINK_PW" });
+        spec["check"] = json!({ "sourceUrl": "mysql://chk@src/db", "sourcePasswordEnv": "SRC_PW" });
+        let paths = |spec: &Value| -> Vec<String> {
+            operator_issues(&pipeline(spec.clone()))
+                .into_iter()
+                .map(|i| i.path)
+                .collect()
+        };
+        assert_eq!(
+            paths(&spec),
+            ["spec.sink.passwordEnv", "spec.check.sourcePasswordEnv"]
+        );
+        spec["worker"]["env"] = json!([
+            { "name": "TIDB_PW", "secretKeyRef": { "name": "tidb", "key": "pw" } },
+            { "name": "SINK_PW", "secretKeyRef": { "name": "sink", "key": "pw" } },
+            { "name": "SRC_PW", "secretKeyRef": { "name": "src", "key": "pw" } }
+        ]);
+        assert!(paths(&spec).is_empty());
     }
 
     #[test]

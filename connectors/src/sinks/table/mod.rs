@@ -82,7 +82,7 @@ pub use control::ControlRow;
 pub use dialect::{DdlOptions, Dialect};
 pub use error::{TableSinkError, WriteOp};
 pub use shadow::{DurableState, ShadowTable};
-pub use sink_url::TableSinkUrl;
+pub use sink_url::{TableSinkUrl, with_password, with_password_env};
 pub use writer::{EnsureOutcome, Guard, SideRows, TableWriter, WritePlan};
 
 use crate::event::{Position, TableId};

@@ -96,6 +96,40 @@ impl fmt::Debug for TableSinkUrl {
     }
 }
 
+/// `url` with the password held by environment variable `var` (a `passwordEnv` of the spec);
+/// `url` as it is without `var`. The URL must carry a user and no password of its own, so a
+/// password never sits in a manifest beside its reference.
+pub fn with_password_env(url: &str, var: Option<&str>) -> Result<String, String> {
+    let Some(var) = var else {
+        return Ok(url.to_string());
+    };
+    let password =
+        std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))?;
+    with_password(url, &password)
+}
+
+/// `url` with `password` set (percent-encoded as the URL needs).
+pub fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let mut parsed = ::url::Url::parse(url.trim())
+        .map_err(|e| format!("the URL `{}` does not parse: {e}", redact(url)))?;
+    if parsed.scheme().eq_ignore_ascii_case("sqlite") {
+        return Err("a sqlite:// URL takes no password".into());
+    }
+    if parsed.username().is_empty() {
+        return Err(format!("the URL `{}` names no user", redact(url)));
+    }
+    if parsed.password().is_some() {
+        return Err(format!(
+            "the URL `{}` has a password already; remove it or the passwordEnv",
+            redact(url)
+        ));
+    }
+    parsed
+        .set_password(Some(password))
+        .map_err(|()| format!("the URL `{}` cannot carry a password", redact(url)))?;
+    Ok(parsed.to_string())
+}
+
 fn redact(text: &str) -> String {
     match ::url::Url::parse(text) {
         Ok(mut url) if url.password().is_some() => {
@@ -109,6 +143,39 @@ fn redact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_from_the_environment_joins_the_url_encoded_and_redacted() {
+        let url = with_password("postgres://sync@db:5432/sink", "p@ss:w/rd").expect("set");
+        let parsed = TableSinkUrl::parse(&url).expect("parses");
+        assert_eq!(parsed.dialect(), Dialect::Postgres);
+        let back = ::url::Url::parse(parsed.connect_str()).expect("url");
+        assert_eq!(back.password(), Some("p%40ss%3Aw%2Frd"));
+        assert_eq!(parsed.redacted(), "postgres://sync:***@db:5432/sink");
+        assert!(!parsed.redacted().contains("p%40ss"));
+        for (url, why) in [
+            ("sqlite://data/sink.db", "sqlite"),
+            ("postgres://db/sink", "no user"),
+            ("mysql://sync:old@db/sink", "already"),
+        ] {
+            let err = with_password(url, "x").expect_err(url);
+            assert!(err.contains(why), "{url}: {err}");
+            assert!(!err.contains("old"), "{err}");
+        }
+        assert_eq!(
+            with_password_env("mysql://sync@db/sink", None).as_deref(),
+            Ok("mysql://sync@db/sink")
+        );
+        let unset = with_password_env(
+            "mysql://sync@db/sink",
+            Some("SYNCMESH_TEST_SURELY_UNSET_VARIABLE"),
+        )
+        .expect_err("unset");
+        assert!(
+            unset.contains("`SYNCMESH_TEST_SURELY_UNSET_VARIABLE` is not set"),
+            "{unset}"
+        );
+    }
 
     #[test]
     fn detects_dialects() {
