@@ -6,30 +6,22 @@
 //! open transaction held reaches Kafka. Every record ends up in exactly one place, and every
 //! record in the snapshots was a counted fallback.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use syncmesh_connectors::decider::path_index;
-use syncmesh_connectors::event::{Position, TableId};
+use syncmesh_connectors::event::TableId;
 use syncmesh_connectors::metrics::Metrics;
-use syncmesh_connectors::paths::batch::SnapshotWriter;
-use syncmesh_connectors::paths::store::open_store;
 use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_crds::PathName;
 use syncmesh_tests::broker::PrivateBroker;
-use syncmesh_tests::pipeline::{deliver, examples, metric_sum, options};
-use syncmesh_tests::{committed_records, poll_until, require, services, unique_name};
+use syncmesh_tests::pipeline::{
+    deliver, kafka_places, ledger_workdir, metric_sum, options, snapshot_places,
+};
+use syncmesh_tests::{poll_until, require, services, unique_name};
 
 const PER_FILE: u64 = 10_000;
-
-fn place(position: &Position) -> anyhow::Result<(String, u64)> {
-    match position {
-        Position::File { file, record, .. } => Ok((file.clone(), *record)),
-        other => anyhow::bail!("not a file position: {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_degraded_kafka_path_sends_waiting_and_new_events_to_the_snapshots() -> anyhow::Result<()>
@@ -38,9 +30,7 @@ async fn a_degraded_kafka_path_sends_waiting_and_new_events_to_the_snapshots() -
     let broker = PrivateBroker::start(&tansu).await?;
     let name = unique_name("fallback", '-', 40);
     let topic = format!("{name}.bank.ledger");
-    let dir = tempfile::tempdir()?;
-    std::fs::copy(examples().join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
+    let dir = ledger_workdir()?;
     deliver(dir.path(), "ledger-0001.dat", "a-0001.dat")?;
 
     let manifest = format!(
@@ -125,31 +115,8 @@ spec:
     let summary = run.await??;
     assert_eq!(summary.events_read, 4 * PER_FILE);
 
-    let store = open_store("snapshots", dir.path(), None)?;
-    let writer = SnapshotWriter::new(store);
-    let mut batch = BTreeSet::new();
-    for manifest in writer
-        .table_manifests(&TableId::new("bank", "ledger"))
-        .await?
-    {
-        for event in writer.read(&manifest).await? {
-            assert!(
-                batch.insert(place(&event.position)?),
-                "{:?} twice in the snapshots",
-                event.position
-            );
-        }
-    }
-    let mut realtime = BTreeSet::new();
-    for (_, value, offset) in committed_records(&broker.brokers, &topic, 0).await? {
-        let v: serde_json::Value = serde_json::from_slice(value.as_deref().unwrap_or_default())?;
-        let file = v["source"]["file"].as_str().unwrap_or_default().to_string();
-        let row = v["source"]["row"].as_u64().unwrap_or_default();
-        assert!(
-            realtime.insert((file, row)),
-            "offset {offset}: twice in Kafka"
-        );
-    }
+    let batch = snapshot_places("snapshots", dir.path(), &TableId::new("bank", "ledger")).await?;
+    let realtime = kafka_places(&broker.brokers, &topic).await?;
     eprintln!(
         "{} records in snapshots, {} in Kafka",
         batch.len(),

@@ -12,7 +12,7 @@ use syncmesh_connectors::metrics::Metrics;
 use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_tests::broker::PrivateBroker;
-use syncmesh_tests::pipeline::{deliver, examples, metric_sum, options};
+use syncmesh_tests::pipeline::{deliver, ledger_workdir, metric_sum, options};
 use syncmesh_tests::{committed_records, poll_until, require, services, unique_name};
 
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -40,9 +40,7 @@ async fn a_broker_down_for_30_seconds_loses_nothing_and_the_same_run_goes_on() -
     let broker = PrivateBroker::start(&tansu).await?;
     let name = unique_name("outage", '-', 40);
     let topic = format!("{name}.bank.ledger");
-    let dir = tempfile::tempdir()?;
-    std::fs::copy(examples().join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
+    let dir = ledger_workdir()?;
     deliver(dir.path(), "ledger-0001.dat", "a-0001.dat")?;
 
     let manifest = format!(

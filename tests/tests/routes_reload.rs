@@ -5,20 +5,19 @@
 //! after it in Kafka (one cut in source order: no event took a rule set it was not decided
 //! by), and the decisions counted per rule match what each path holds.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use syncmesh_connectors::decider::path_index;
-use syncmesh_connectors::event::{Position, TableId};
+use syncmesh_connectors::event::TableId;
 use syncmesh_connectors::metrics::Metrics;
-use syncmesh_connectors::paths::batch::SnapshotWriter;
-use syncmesh_connectors::paths::store::open_store;
 use syncmesh_connectors::pipeline::Pipeline;
 use syncmesh_connectors::runtime::StopSignal;
 use syncmesh_crds::PathName;
-use syncmesh_tests::pipeline::{deliver, examples, metric_sum, options};
-use syncmesh_tests::{committed_records, poll_until, require, services, unique_name};
+use syncmesh_tests::pipeline::{
+    deliver, kafka_places, ledger_workdir, metric_sum, options, snapshot_places,
+};
+use syncmesh_tests::{poll_until, require, services, unique_name};
 
 const PER_FILE: u64 = 10_000;
 
@@ -47,21 +46,11 @@ spec:
     )
 }
 
-/// `(file, record number)` of a flat-file position.
-fn place(position: &Position) -> anyhow::Result<(String, u64)> {
-    match position {
-        Position::File { file, record, .. } => Ok((file.clone(), *record)),
-        other => anyhow::bail!("not a file position: {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_swapped_mid_run_lose_and_misroute_nothing() -> anyhow::Result<()> {
     let kafka = require!(services::kafka());
     let name = unique_name("reroute", '-', 40);
-    let dir = tempfile::tempdir()?;
-    std::fs::copy(examples().join("ledger.cpy"), dir.path().join("ledger.cpy"))?;
-    std::fs::create_dir(dir.path().join("data"))?;
+    let dir = ledger_workdir()?;
     deliver(dir.path(), "ledger-0001.dat", "a-0001.dat")?;
     deliver(dir.path(), "ledger-0001.dat", "a-0002.dat")?;
 
@@ -106,33 +95,8 @@ async fn routes_swapped_mid_run_lose_and_misroute_nothing() -> anyhow::Result<()
     let summary = run.await??;
     assert_eq!(summary.events_read, 3 * PER_FILE);
 
-    let store = open_store("snapshots", dir.path(), None)?;
-    let writer = SnapshotWriter::new(store);
-    let mut batch = BTreeSet::new();
-    for manifest in writer
-        .table_manifests(&TableId::new("bank", "ledger"))
-        .await?
-    {
-        for event in writer.read(&manifest).await? {
-            assert!(
-                batch.insert(place(&event.position)?),
-                "{:?} twice in the snapshots",
-                event.position
-            );
-        }
-    }
-    let mut realtime = BTreeSet::new();
-    for (_, value, offset) in
-        committed_records(&kafka.brokers, &format!("{name}.bank.ledger"), 0).await?
-    {
-        let v: serde_json::Value = serde_json::from_slice(value.as_deref().unwrap_or_default())?;
-        let file = v["source"]["file"].as_str().unwrap_or_default().to_string();
-        let row = v["source"]["row"].as_u64().unwrap_or_default();
-        assert!(
-            realtime.insert((file, row)),
-            "offset {offset}: twice in Kafka"
-        );
-    }
+    let batch = snapshot_places("snapshots", dir.path(), &TableId::new("bank", "ledger")).await?;
+    let realtime = kafka_places(&kafka.brokers, &format!("{name}.bank.ledger")).await?;
 
     eprintln!(
         "{} records in snapshots, {} in Kafka",

@@ -257,10 +257,7 @@ impl Decider {
     pub fn decide(&self, event: &ChangeEvent) -> PathMask {
         let mask = self.rules.load().decide(event);
         match &self.fallback {
-            Some(f) if mask & REALTIME != 0 && f.realtime.is_degraded() => {
-                f.diverted.inc();
-                (mask & !REALTIME) | BATCH
-            }
+            Some(f) if mask & REALTIME != 0 && f.realtime.is_degraded() => self.divert(mask),
             _ => mask,
         }
     }
@@ -271,8 +268,8 @@ impl Decider {
         self.fallback.as_ref().map(|f| &*f.realtime)
     }
 
-    /// `mask` of an event decided for the real-time path, now diverted to the batch path (it
-    /// was held back while the path became degraded); counted as a fallback.
+    /// `mask` of an event decided for the real-time path, diverted to the batch path (decided
+    /// while the path is degraded, or held back while it became so); counted as a fallback.
     pub fn divert(&self, mask: PathMask) -> PathMask {
         if let Some(f) = &self.fallback {
             f.diverted.inc();

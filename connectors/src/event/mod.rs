@@ -9,6 +9,7 @@ mod value;
 pub use canal::{CanalMessage, to_canal_json};
 pub use debezium::{to_debezium_json, write_debezium_json};
 pub use position::{PartitionResume, Position, SnapshotCursor};
+pub(crate) use value::IsoTimestamp;
 pub(crate) use value::base64_encode as base64;
 pub use value::{Decimal, DecimalError, Value};
 

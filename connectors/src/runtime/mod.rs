@@ -354,13 +354,14 @@ impl Runtime {
             .fetch_add(events, Ordering::Relaxed);
         // PATHS puts the real-time path first, so events it gives back can still join the batch
         // path's share of this dispatch, in seq order.
+        // An owned handle: `self` is not held across the sends below.
+        let decider = self.decider.clone();
         for i in 0..out.len() {
             let routed = std::mem::take(&mut out[i]);
             if routed.is_empty() {
                 continue;
             }
             let Some(tx) = &path_txs[i] else { continue };
-            let decider = self.decider.clone();
             match decider.fallback_health() {
                 Some(health) if i == REALTIME => {
                     if let Some(held) = send_unless_degraded(tx, routed, health).await {
@@ -444,19 +445,9 @@ fn divert(
         }
     }
     let count = moved.len();
-    let mut merged = Vec::with_capacity(batch.len() + moved.len());
-    let mut a = std::mem::take(batch).into_iter().peekable();
-    let mut b = moved.into_iter().peekable();
-    loop {
-        let take_a = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => x.seq < y.seq,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        merged.extend(if take_a { a.next() } else { b.next() });
-    }
-    *batch = merged;
+    batch.extend(moved);
+    // Both parts are in seq order already; this runs only when the path degrades.
+    batch.sort_by_key(|routed| routed.seq);
     count
 }
 

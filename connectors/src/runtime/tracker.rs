@@ -117,9 +117,9 @@ impl Tracker {
             .collect()
     }
 
-    /// Sends the pending item `seq` to `paths(what it had)` instead, returning what it had. Only for an
-    /// item no path it loses has received, and sent to the paths it gains before any later seq:
-    /// acknowledgements stay "everything up to seq".
+    /// Sends the pending item `seq` to `paths(what it had)` instead, returning what it had.
+    /// Only for an item no path it loses has received, and sent to the paths it gains before
+    /// any later seq: acknowledgements stay "everything up to seq".
     pub fn reroute(
         &mut self,
         seq: u64,

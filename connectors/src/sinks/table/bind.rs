@@ -53,7 +53,7 @@ impl Bound {
             Bound::Text(s) => s.clone(),
             Bound::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
             Bound::Date(d) => d.to_string(),
-            Bound::Timestamp(t) => t.format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
+            Bound::Timestamp(t) => crate::event::IsoTimestamp(t).to_string(),
             Bound::TimestampTz(t) => t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
         }
     }
