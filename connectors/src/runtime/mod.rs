@@ -17,6 +17,8 @@ use crate::deadletter::{DeadLetterError, DeadLetterSink};
 use crate::decider::{Decider, PATHS, path_index};
 use crate::metrics::Metrics;
 use path::Ack;
+/// For in-crate tests that read an [`Emitter`]'s batches directly.
+pub(crate) use source::Queued;
 use source::SourceBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -314,7 +316,7 @@ impl Runtime {
         let mut events = 0u64;
         for item in batch.items {
             match item {
-                SourceItem::Event(event) => {
+                Queued::Item(SourceItem::Event(event)) => {
                     events += 1;
                     let mask = self.decider.decide(&event);
                     let seq = tracker.dispatch_event(
@@ -337,14 +339,18 @@ impl Runtime {
                         }
                     }
                 }
-                SourceItem::Bad(letter) => {
+                Queued::Item(SourceItem::Bad(letter)) => {
                     self.dead_letters.write(&letter)?;
                     dead_counters[batch.source].inc();
                     self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
                     tracker.dispatch(batch.source, letter.position, 0, false);
                 }
-                SourceItem::Completed(position) => {
+                Queued::Item(SourceItem::Completed(position)) => {
                     tracker.dispatch(batch.source, position, 0, true);
+                }
+                // Routed nowhere: committed once every item dispatched before it is done.
+                Queued::Heartbeat(position) => {
+                    tracker.dispatch(batch.source, position, 0, false);
                 }
             }
         }

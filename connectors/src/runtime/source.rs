@@ -26,10 +26,22 @@ impl SourceItem {
     }
 }
 
+/// What travels from a source to the router: its items, and its heartbeats.
+///
+/// A heartbeat is not a [`SourceItem`] (sources match on those): a source sends one through
+/// [`Emitter::heartbeat`], the router commits its position in order with the items before it,
+/// and no path ever sees it.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Item(SourceItem),
+    /// The source has read up to this position and has nothing to emit before it.
+    Heartbeat(Position),
+}
+
 /// A batch of items from one source (batched to keep channel traffic off the per-event path).
 pub(crate) struct SourceBatch {
     pub source: usize,
-    pub items: Vec<SourceItem>,
+    pub items: Vec<Queued>,
 }
 
 const BATCH: usize = 512;
@@ -39,7 +51,7 @@ const BATCH: usize = 512;
 pub struct Emitter {
     source: usize,
     tx: mpsc::Sender<SourceBatch>,
-    buf: Vec<SourceItem>,
+    buf: Vec<Queued>,
 }
 
 /// The pipeline has stopped taking items (it failed or is shutting down).
@@ -65,11 +77,20 @@ impl Emitter {
 
     /// From async code.
     pub async fn push(&mut self, item: SourceItem) -> Result<(), Closed> {
-        self.buf.push(item);
+        self.buf.push(Queued::Item(item));
         if self.buf.len() >= BATCH {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Reports that the source has read up to `position` with nothing to emit before it (a
+    /// following source whose tables are quiet), so the runtime can persist it as the resume
+    /// point once everything pushed before it is acknowledged. It goes to no path. The batch
+    /// is flushed: a source with nothing to say sends nothing else to carry it.
+    pub async fn heartbeat(&mut self, position: Position) -> Result<(), Closed> {
+        self.buf.push(Queued::Heartbeat(position));
+        self.flush().await
     }
 
     pub async fn flush(&mut self) -> Result<(), Closed> {
@@ -82,7 +103,7 @@ impl Emitter {
 
     /// From a blocking thread (file readers run under `spawn_blocking`).
     pub fn push_blocking(&mut self, item: SourceItem) -> Result<(), Closed> {
-        self.buf.push(item);
+        self.buf.push(Queued::Item(item));
         if self.buf.len() >= BATCH {
             self.flush_blocking()?;
         }
@@ -136,4 +157,140 @@ pub trait Source: Send {
         out: Emitter,
         stop: StopSignal,
     ) -> Result<(), SourceError>;
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+    use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
+    use crate::deadletter::FileDeadLetters;
+    use crate::decider::{Decider, RuleSet};
+    use crate::event::{Operation, TableId, TableSchema};
+    use crate::metrics::Metrics;
+    use crate::runtime::{Acker, Path, PathError, Routed, RunCounters, Runtime};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use syncmesh_crds::PathName;
+    use tokio::sync::Notify;
+
+    /// One event, then a heartbeat further on.
+    struct Quiet;
+
+    #[async_trait::async_trait]
+    impl Source for Quiet {
+        fn name(&self) -> &str {
+            "src"
+        }
+
+        async fn run(
+            self: Box<Self>,
+            _resume: SourceProgress,
+            mut out: Emitter,
+            _stop: StopSignal,
+        ) -> Result<(), SourceError> {
+            let schema = Arc::new(TableSchema {
+                table: TableId::new("s", "t"),
+                version: 1,
+                columns: vec![],
+                primary_key: vec![],
+            });
+            out.push(SourceItem::Event(ChangeEvent {
+                source: "src".into(),
+                position: Position::tidb(1, 0),
+                transaction: None,
+                schema,
+                op: Operation::Insert,
+                before: None,
+                after: Some(vec![]),
+                ddl: None,
+            }))
+            .await?;
+            out.heartbeat(Position::tidb(5, 0)).await?;
+            Ok(())
+        }
+    }
+
+    /// Records what it receives and acknowledges only once released.
+    struct Held {
+        seen: Arc<Mutex<Vec<Position>>>,
+        release: Arc<Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl Path for Held {
+        async fn run(
+            self: Box<Self>,
+            mut events: mpsc::Receiver<Vec<Routed>>,
+            acks: Acker,
+        ) -> Result<(), PathError> {
+            while let Some(batch) = events.recv().await {
+                self.seen
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .extend(batch.iter().map(|r| r.event.position.clone()));
+                if let Some(last) = batch.last() {
+                    self.release.notified().await;
+                    acks.ack(last.seq, batch.len() as u64);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_commits_after_the_events_before_it_and_reaches_no_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let c = metrics.decisions.clone();
+        let rules = RuleSet::compile(&[], &[PathName::Batch], |r| c.with_label_values(&["p", r]))
+            .expect("rules");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Notify::new());
+        let runtime = Runtime {
+            pipeline: "p".into(),
+            sources: vec![Box::new(Quiet)],
+            decider: Arc::new(Decider::new(rules)),
+            paths: vec![
+                None,
+                Some(Box::new(Held {
+                    seen: seen.clone(),
+                    release: release.clone(),
+                })),
+            ],
+            checkpoint: Box::new(FileCheckpointStore::new(dir.path().join("cp"), "p")),
+            dead_letters: Box::new(FileDeadLetters::new(dir.path().join("dl"))),
+            metrics: metrics.clone(),
+            counters: Arc::new(RunCounters::default()),
+            channel_capacity: 2,
+            checkpoint_interval: Duration::from_millis(10),
+        };
+        let (tx, stop) = StopSignal::new();
+        let run = tokio::spawn(runtime.run(tx, stop));
+        // Both the event and the heartbeat are dispatched, and the event is not acknowledged:
+        // the heartbeat is still pending behind it.
+        let in_flight = metrics.in_flight.with_label_values(&["p"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight.get() != 2 {
+            assert!(tokio::time::Instant::now() < deadline, "both dispatched");
+            tokio::task::yield_now().await;
+        }
+        let saved = FileCheckpointStore::new(dir.path().join("cp"), "p")
+            .load()
+            .expect("load");
+        assert!(saved.is_none_or(|c| c.sources.get("src").is_none_or(|s| s.position.is_none())));
+        release.notify_one();
+        let summary = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the run ends")
+            .expect("joined")
+            .expect("run");
+        assert_eq!(summary.progress["src"].position, Some(Position::tidb(5, 0)));
+        assert_eq!(summary.events_read, 1, "a heartbeat is not an event");
+        assert_eq!(*seen.lock().unwrap(), vec![Position::tidb(1, 0)]);
+        let saved = FileCheckpointStore::new(dir.path().join("cp"), "p")
+            .load()
+            .expect("load")
+            .expect("saved");
+        assert_eq!(saved.sources["src"].position, Some(Position::tidb(5, 0)));
+    }
 }

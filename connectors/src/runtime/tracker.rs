@@ -295,6 +295,34 @@ mod tests {
         }
     }
 
+    /// A heartbeat is dispatched to no path: it commits exactly when everything before it
+    /// (of any source) is done, never ahead of an unacknowledged event, and times nothing.
+    #[test]
+    fn a_heartbeat_behind_an_unacknowledged_event_does_not_move_the_checkpoint() {
+        let mut t = Tracker::new(2, vec![SourceProgress::default(); 2]);
+        let a = t.dispatch_event(0, pos(1), 0b01, false, DateTime::from_timestamp(100, 0));
+        let other = t.dispatch(1, pos(7), 0b10, false);
+        // Source 0 has read up to record 5 with nothing more to emit.
+        t.dispatch(0, pos(5), 0, false);
+        assert!(!t.take_dirty(), "nothing is committed yet");
+        assert_eq!(record_of(&t), None, "the heartbeat waits behind record 1");
+        t.ack(0, a);
+        assert_eq!(record_of(&t), Some(1), "and behind source 1's item");
+        assert!(t.progress()[0].completed.is_empty());
+        t.ack(1, other);
+        assert_eq!(record_of(&t), Some(5));
+        assert!(t.take_dirty());
+        assert_eq!(t.in_flight(), 0);
+        // Only the event's commit time was reported.
+        assert_eq!(
+            t.take_committed_times(),
+            vec![(0, DateTime::from_timestamp(100, 0).unwrap())]
+        );
+        // Once nothing is pending, a heartbeat commits at once.
+        t.dispatch(0, pos(9), 0, false);
+        assert_eq!(record_of(&t), Some(9));
+    }
+
     #[test]
     fn acks_yield_the_commit_times_they_cover_once_and_per_path() {
         let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0);
