@@ -150,6 +150,28 @@ pub struct OracleSource {
     /// Milliseconds to wait when mining has caught up with the current SCN.
     #[serde(default = "default_oracle_poll")]
     pub poll_interval_ms: u64,
+    /// Heartbeat: when the captured tables have had no committed change for this many
+    /// milliseconds, the source still reports the SCN it has mined past (never past the start
+    /// of an open transaction), and that becomes the saved resume point once everything
+    /// before it is delivered. It goes to no sink. Without it, a quiet source's resume SCN
+    /// stays where its last change was and can age out of the archived logs. Default 300000
+    /// (5 minutes); 0 turns it off.
+    #[serde(default = "default_oracle_heartbeat")]
+    pub heartbeat_interval_ms: u64,
+    /// LOB assembly: CLOB, NCLOB and BLOB values LogMiner writes as separate LOB_WRITE (and
+    /// LOB_TRIM, LOB_ERASE) rows after the insert or update are assembled into that change's
+    /// event (a write with no insert or update of the row in its transaction becomes an
+    /// update of the column). The fragments are held with their transaction until it
+    /// commits, within `transactionMemoryLimitBytes` (spilling to `spillDir` past it).
+    /// Default true (unlike Debezium's `lob.enabled`): with it off, LOB columns carry only
+    /// what the insert or update statement itself wrote, usually an empty value, and the
+    /// copy silently differs from the source.
+    #[serde(default = "default_true")]
+    pub lob_enabled: bool,
+}
+
+fn default_oracle_heartbeat() -> u64 {
+    300_000
 }
 
 fn default_abandon_after() -> u64 {

@@ -48,6 +48,8 @@ pub fn run(cmd: LogminerCommand) -> Result<(), Failure> {
                 spill_dir: spill_dir.unwrap_or_else(std::env::temp_dir),
                 abandon_after: None,
                 require_start,
+                // LOB rows in the export are assembled into their events.
+                lobs: true,
             };
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());

@@ -23,6 +23,9 @@ pub struct BufferConfig {
     /// Ignore transactions whose START was not seen (they began before the mined range and
     /// their earlier changes are not in it). Off for CSV exports that leave START rows out.
     pub require_start: bool,
+    /// Hold LOB rows (SEL_LOB_LOCATOR, LOB_WRITE, LOB_TRIM, LOB_ERASE) with their
+    /// transaction, for LOB assembly; otherwise they are dropped.
+    pub lobs: bool,
 }
 
 impl Default for BufferConfig {
@@ -32,6 +35,7 @@ impl Default for BufferConfig {
             spill_dir: std::env::temp_dir(),
             abandon_after: None,
             require_start: false,
+            lobs: true,
         }
     }
 }
@@ -380,6 +384,9 @@ impl TxnBuffer {
                     self.stats.rolled_back += 1;
                 }
                 Ok(Outcome::RolledBack(row.xid))
+            }
+            OpCode::Other(_) if self.config.lobs && super::lob::is_lob_op(row.op) => {
+                self.change(row)
             }
             OpCode::Other(_) => Ok(Outcome::Nothing),
         }

@@ -3,7 +3,7 @@
 
 use super::contents::{ContentRow, OpCode};
 use super::sql_redo::{DmlKind, Literal, parse_redo};
-use super::values::{OracleType, inferred_type, to_value};
+use super::values::{OracleType, ValueError, inferred_type, to_value};
 use crate::event::{
     ChangeEvent, Column, Operation, Position, TableId, TableSchema, Transaction, Value,
 };
@@ -94,6 +94,11 @@ impl EventBuilder {
             tables: Vec::new(),
             by_name: HashMap::new(),
         }
+    }
+
+    /// The source name events carry.
+    pub fn source(&self) -> Arc<str> {
+        self.source.clone()
     }
 
     fn slot(&self, schema: &str, table: &str) -> Option<usize> {
@@ -267,6 +272,61 @@ impl EventBuilder {
             after,
             ddl: None,
         })
+    }
+
+    /// The typed values of `cols` (a LOB locator's where clause) of `schema.table`, by the
+    /// dictionary types when known, by the literals otherwise.
+    pub fn typed_columns(
+        &self,
+        schema: &str,
+        table: &str,
+        cols: &[(&str, Literal<'_>)],
+    ) -> Result<Vec<(String, Value)>, (String, ValueError)> {
+        let entry = self.slot(schema, table).map(|i| &self.tables[i]);
+        cols.iter()
+            .map(|(name, lit)| {
+                let ty = entry
+                    .and_then(|e| e.find(name, 0).map(|i| (e, i)))
+                    .and_then(|(e, i)| e.types.get(i))
+                    .and_then(Option::as_ref);
+                to_value(lit, ty)
+                    .map(|v| (name.to_string(), v))
+                    .map_err(|e| (name.to_string(), e))
+            })
+            .collect()
+    }
+
+    /// The table's schema with `column` in it: a LOB column that neither the dictionary nor
+    /// any statement named so far is added (typed text, or bytes for a BLOB), as a new
+    /// version.
+    pub fn with_lob_column(
+        &mut self,
+        table: &TableId,
+        column: &str,
+        binary: bool,
+    ) -> Arc<TableSchema> {
+        let entry = self.get_or_insert(&table.schema, &table.table, || {
+            Entry::empty(table.clone(), 1)
+        });
+        if entry.schema.column_index(column).is_none() {
+            let mut schema = (*entry.schema).clone();
+            if !schema.columns.is_empty() {
+                schema.version += 1;
+            }
+            schema.columns.push(Column {
+                name: column.to_string(),
+                column_type: if binary {
+                    crate::event::ColumnType::Bytes
+                } else {
+                    crate::event::ColumnType::String { max_length: None }
+                },
+                nullable: true,
+            });
+            entry.types.push(None);
+            entry.index = column_index(&schema);
+            entry.schema = Arc::new(schema);
+        }
+        entry.schema.clone()
     }
 
     /// A DDL row as a schema-change event with a new schema version. `def` is the table's

@@ -16,6 +16,12 @@ pub struct OracleMetrics {
     pub transactions: IntCounterVec,
     pub window_size: IntGaugeVec,
     pub fetch_seconds: HistogramVec,
+    /// Heartbeats sent: positions reported while no captured change was emitted.
+    pub heartbeats: IntCounterVec,
+    /// The resume SCN the latest heartbeat reported.
+    pub heartbeat_scn: IntGaugeVec,
+    /// LOB columns assembled from LOB_WRITE / LOB_TRIM / LOB_ERASE rows.
+    pub lob_columns: IntCounterVec,
 }
 
 fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
@@ -99,6 +105,36 @@ impl OracleMetrics {
                         0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     ]),
                     ps,
+                )?,
+            )?,
+            heartbeats: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "syncmesh_oracle_heartbeats_total",
+                        "Positions reported with no captured change to carry them",
+                    ),
+                    ps,
+                )?,
+            )?,
+            heartbeat_scn: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "syncmesh_oracle_heartbeat_scn",
+                        "Resume SCN the latest heartbeat reported",
+                    ),
+                    ps,
+                )?,
+            )?,
+            lob_columns: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "syncmesh_oracle_lob_columns_total",
+                        "LOB column values assembled from LOB rows, by outcome: assembled, bad",
+                    ),
+                    &["pipeline", "source", "outcome"],
                 )?,
             )?,
         })

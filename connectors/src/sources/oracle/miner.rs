@@ -138,8 +138,9 @@ pub mod sql {
 }
 
 /// The contents query: the needed columns, dates as text in a fixed format, the SCN window,
-/// and the table filter pushed down (transaction markers always pass).
-pub fn contents_query(filter: &TableFilter) -> String {
+/// and the table filter pushed down (transaction markers always pass). With `lobs`, the LOB
+/// rows too: SEL_LOB_LOCATOR (9), LOB_WRITE (10), LOB_TRIM (11), LOB_ERASE (29).
+pub fn contents_query(filter: &TableFilter, lobs: bool) -> String {
     let cols: Vec<String> = COLUMNS
         .iter()
         .map(|c| match *c {
@@ -172,10 +173,15 @@ pub fn contents_query(filter: &TableFilter) -> String {
             .join(", ");
         tables = format!(" AND (SEG_OWNER, TABLE_NAME) IN ({list})");
     }
+    let changes = if lobs {
+        "1, 2, 3, 5, 9, 10, 11, 29"
+    } else {
+        "1, 2, 3, 5"
+    };
     format!(
         "/* syncmesh:contents */ SELECT {} FROM V$LOGMNR_CONTENTS \
          WHERE SCN >= :startscn AND SCN <= :endscn AND (OPERATION_CODE IN (6, 7, 36) \
-         OR (OPERATION_CODE IN (1, 2, 3, 5) AND SEG_OWNER NOT IN ({owners}){tables}))",
+         OR (OPERATION_CODE IN ({changes}) AND SEG_OWNER NOT IN ({owners}){tables}))",
         cols.join(", ")
     )
 }
@@ -659,11 +665,15 @@ mod tests {
     #[test]
     fn contents_query_pushes_plain_tables_down_and_keeps_markers() {
         let f = TableFilter::new(&["BANK.ACCOUNTS".into()], &[]).unwrap();
-        let q = contents_query(&f);
+        let q = contents_query(&f, false);
         assert!(q.contains("OPERATION_CODE IN (6, 7, 36)"));
+        assert!(q.contains("OPERATION_CODE IN (1, 2, 3, 5) AND"));
+        assert!(
+            contents_query(&f, true).contains("OPERATION_CODE IN (1, 2, 3, 5, 9, 10, 11, 29) AND")
+        );
         assert!(q.contains("(SEG_OWNER, TABLE_NAME) IN (('BANK', 'ACCOUNTS'))"));
         assert!(q.contains("TO_CHAR(TIMESTAMP, 'YYYY-MM-DD HH24:MI:SS') AS TIMESTAMP"));
         let f = TableFilter::new(&["BANK.*".into()], &[]).unwrap();
-        assert!(!contents_query(&f).contains("(SEG_OWNER, TABLE_NAME) IN"));
+        assert!(!contents_query(&f, true).contains("(SEG_OWNER, TABLE_NAME) IN"));
     }
 }

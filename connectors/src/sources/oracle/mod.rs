@@ -6,6 +6,7 @@
 pub mod buffer;
 pub mod contents;
 pub mod events;
+pub mod lob;
 pub mod metrics;
 pub mod miner;
 pub mod recorded;
@@ -97,9 +98,12 @@ pub fn build_source(
                 )
             }),
             require_start: false,
+            lobs: spec.lob_enabled,
         },
         start_scn: spec.start_scn,
         poll_interval: Duration::from_millis(spec.poll_interval_ms),
+        heartbeat_interval: (spec.heartbeat_interval_ms > 0)
+            .then(|| Duration::from_millis(spec.heartbeat_interval_ms)),
     };
     let user = spec.credentials.user.clone();
     let connect: Connect = Arc::new(move || {

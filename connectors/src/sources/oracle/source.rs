@@ -34,6 +34,10 @@ pub struct OracleSourceConfig {
     pub start_scn: Option<u64>,
     /// How long to wait when mining has caught up with the current SCN.
     pub poll_interval: Duration,
+    /// After a window, when nothing has been pushed for this long, the source reports the SCN
+    /// it has safely passed as a heartbeat, so a quiet source's resume SCN keeps up with the
+    /// logs. `None`: never.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,9 +186,10 @@ impl OracleSource {
                 }
             }
         };
-        let query = contents_query(&self.config.filter);
+        let query = contents_query(&self.config.filter, self.config.buffer.lobs);
         let mut window = self.config.miner.window_initial.max(1);
         let labels = [self.pipeline.as_str(), &*self.name];
+        let mut beat = Heartbeat::new(self.config.heartbeat_interval);
         while !stop.is_stopped() {
             let current = miner::current_scn(s).await.map_err(|e| self.miner_err(e))?;
             if from > current {
@@ -218,12 +223,23 @@ impl OracleSource {
                 stream
                     .push(row, &mut lookup)
                     .map_err(|e| self.stream_err(e))?;
-                self.emit(&mut stream, out).await?;
+                self.emit(&mut stream, out, &mut beat).await?;
             }
             stream
                 .end_window(&mut lookup)
                 .map_err(|e| self.stream_err(e))?;
-            self.emit(&mut stream, out).await?;
+            self.emit(&mut stream, out, &mut beat).await?;
+            // Everything up to `to` is mined and its commits emitted.
+            if let Some(position) = beat.due(&stream, to + 1) {
+                out.heartbeat(position.clone()).await?;
+                if let (Some(m), Position::Oracle { resume_scn, .. }) = (&self.metrics, &position) {
+                    m.heartbeats.with_label_values(&labels).inc();
+                    m.heartbeat_scn
+                        .with_label_values(&labels)
+                        .set(*resume_scn as i64);
+                }
+                beat.sent(position);
+            }
             if let Some(m) = &self.metrics {
                 m.fetch_seconds
                     .with_label_values(&labels)
@@ -254,8 +270,19 @@ impl OracleSource {
         Ok(())
     }
 
-    async fn emit(&self, stream: &mut ChangeStream, out: &mut Emitter) -> Result<(), SourceError> {
+    async fn emit(
+        &self,
+        stream: &mut ChangeStream,
+        out: &mut Emitter,
+        beat: &mut Heartbeat,
+    ) -> Result<(), SourceError> {
         let items: Vec<Emitted> = stream.drain().collect();
+        if let Some(last) = items.last() {
+            beat.sent(match last {
+                Emitted::Event(e) => e.position.clone(),
+                Emitted::Bad { position, .. } => position.clone(),
+            });
+        }
         for item in items {
             match item {
                 Emitted::Event(e) => out.push(SourceItem::Event(e)).await?,
@@ -301,8 +328,48 @@ impl OracleSource {
             };
             set("committed", st.committed);
             set("rolled_back", st.rolled_back);
+            let lobs = &stream.stats().lobs;
+            for (outcome, v) in [("assembled", lobs.assembled), ("bad", lobs.bad)] {
+                let c = m
+                    .lob_columns
+                    .with_label_values(&[labels[0], labels[1], outcome]);
+                c.inc_by(v.saturating_sub(c.get()));
+            }
         }
         Ok(())
+    }
+}
+
+/// When the source reports a heartbeat: `interval` after the last position it pushed, and
+/// only if the position has moved since.
+struct Heartbeat {
+    interval: Option<Duration>,
+    last_sent: Instant,
+    last_position: Option<Position>,
+}
+
+impl Heartbeat {
+    fn new(interval: Option<Duration>) -> Self {
+        Self {
+            interval,
+            last_sent: Instant::now(),
+            last_position: None,
+        }
+    }
+
+    /// The heartbeat to send now, if one is due, with everything below `next_scn` mined.
+    fn due(&self, stream: &ChangeStream, next_scn: u64) -> Option<Position> {
+        let interval = self.interval?;
+        if self.last_sent.elapsed() < interval {
+            return None;
+        }
+        let position = stream.heartbeat(next_scn);
+        (self.last_position.as_ref() != Some(&position)).then_some(position)
+    }
+
+    fn sent(&mut self, position: Position) {
+        self.last_sent = Instant::now();
+        self.last_position = Some(position);
     }
 }
 
@@ -326,6 +393,7 @@ impl Source for OracleSource {
 mod tests {
     use super::*;
     use crate::event::{ChangeEvent, Value};
+    use crate::runtime::{Queued, Tracker};
     use crate::sources::oracle::recorded::RecordedSession;
     use std::path::PathBuf;
 
@@ -348,21 +416,38 @@ mod tests {
             buffer: BufferConfig::default(),
             start_scn: Some(1000),
             poll_interval: Duration::from_millis(5),
+            heartbeat_interval: None,
         }
     }
 
     struct Run {
         events: Vec<ChangeEvent>,
+        /// Every position pushed, in order: `true` for a heartbeat.
+        pushed: Vec<(bool, Position)>,
+        /// Dead letters: position and reason.
+        bad: Vec<(Position, String)>,
         error: Option<String>,
         calls: Vec<String>,
     }
 
-    /// Whether the source has mined through SCN 1040 (the recording's last current SCN) and
-    /// flushed: two current-SCN polls after the last window's contents query.
-    fn caught_up(calls: &[String]) -> bool {
+    /// The recording's last current SCN.
+    fn last_scn(session: &str) -> u64 {
+        if session.contains("quiet") {
+            1800
+        } else if session.contains("lob") {
+            1240
+        } else {
+            1040
+        }
+    }
+
+    /// Whether the source has mined through the recording's last current SCN and flushed:
+    /// two current-SCN polls after the last window's contents query.
+    fn caught_up(calls: &[String], last: u64) -> bool {
+        let end = format!("endscn={last}");
         calls
             .iter()
-            .rposition(|c| c.starts_with("contents ") && c.ends_with("endscn=1040"))
+            .rposition(|c| c.starts_with("contents ") && c.ends_with(&end))
             .is_some_and(|i| calls[i..].iter().filter(|c| *c == "current_scn").count() >= 2)
     }
 
@@ -398,14 +483,15 @@ mod tests {
         let mut task = tokio::spawn(Box::new(source).run(progress, Emitter::new(0, tx), stop));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut finished = None;
-        while !expect_end && !caught_up(&handle.calls()) {
+        while !expect_end && !caught_up(&handle.calls(), last_scn(session)) {
             tokio::select! {
                 r = &mut task => { finished = Some(r); break; }
                 _ = tokio::time::sleep(Duration::from_millis(2)) => {}
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the source did not catch up"
+                "the source did not catch up: {:?}",
+                handle.calls()
             );
         }
         let _ = stop_tx.send(!expect_end);
@@ -417,15 +503,28 @@ mod tests {
                 .unwrap(),
         };
         let mut events = Vec::new();
+        let mut pushed = Vec::new();
+        let mut bad = Vec::new();
         while let Ok(batch) = rx.try_recv() {
             for item in batch.items {
-                if let SourceItem::Event(e) = item {
-                    events.push(e);
+                match item {
+                    Queued::Item(SourceItem::Event(e)) => {
+                        pushed.push((false, e.position.clone()));
+                        events.push(e);
+                    }
+                    Queued::Item(SourceItem::Bad(letter)) => {
+                        pushed.push((false, letter.position.clone()));
+                        bad.push((letter.position, letter.reason));
+                    }
+                    Queued::Item(other) => pushed.push((false, other.position().clone())),
+                    Queued::Heartbeat(p) => pushed.push((true, p)),
                 }
             }
         }
         Run {
             events,
+            pushed,
+            bad,
             error: result.err().map(|e| e.to_string()),
             calls: handle.calls(),
         }
@@ -788,6 +887,297 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want}\n{text}");
         }
+    }
+
+    fn resume_of(p: &Position) -> u64 {
+        match p {
+            Position::Oracle { resume_scn, .. } => *resume_scn,
+            p => panic!("{p:?}"),
+        }
+    }
+
+    /// The positions the runtime persists as each pushed item is dispatched and its event
+    /// acknowledged at once (heartbeats go to no path).
+    fn persisted(pushed: &[(bool, Position)]) -> Vec<Position> {
+        let mut tracker = Tracker::new(1, vec![SourceProgress::default()]);
+        pushed
+            .iter()
+            .map(|(heartbeat, p)| {
+                let seq = tracker.dispatch(0, p.clone(), if *heartbeat { 0 } else { 1 }, false);
+                tracker.ack(0, seq);
+                tracker.progress()[0].position.clone().expect("committed")
+            })
+            .collect()
+    }
+
+    fn quiet_config() -> OracleSourceConfig {
+        OracleSourceConfig {
+            heartbeat_interval: Some(Duration::ZERO),
+            ..config()
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeats_move_a_quiet_sources_position_but_never_past_an_open_transaction() {
+        let registry = prometheus::Registry::new();
+        let metrics = OracleMetrics::register(&registry).unwrap();
+        let full = run_with(
+            "session_quiet.yaml",
+            quiet_config(),
+            None,
+            false,
+            Some(metrics),
+        )
+        .await;
+        assert_eq!(full.error, None);
+        let ids: Vec<String> = full
+            .events
+            .iter()
+            .map(|e| e.after.as_ref().unwrap()[0].to_json().to_string())
+            .collect();
+        assert_eq!(ids, ["3001", "3002"], "only BANK.ACCOUNTS is captured");
+        let beats: Vec<u64> = full
+            .pushed
+            .iter()
+            .filter(|(h, _)| *h)
+            .map(|(_, p)| resume_of(p))
+            .collect();
+        assert!(beats.len() >= 8, "a heartbeat per window: {beats:?}");
+        assert!(beats.is_sorted(), "{beats:?}");
+        let saved = persisted(&full.pushed);
+        // While the transaction that starts at SCN 1300 is open (until its event), nothing
+        // persisted lies past its start, yet the position moved through the quiet SCNs.
+        let late = full.pushed.iter().position(|(h, p)| {
+            !h && matches!(
+                p,
+                Position::Oracle {
+                    commit_scn: 1600,
+                    ..
+                }
+            )
+        });
+        let late = late.expect("the late transaction's event");
+        assert!(saved[..late].iter().all(|p| resume_of(p) <= 1300));
+        assert!(
+            saved[..late].iter().any(|p| resume_of(p) == 1300),
+            "{saved:?}"
+        );
+        assert!(
+            saved[..late]
+                .iter()
+                .any(|p| (1100..1300).contains(&resume_of(p)))
+        );
+        // After the last window (SCN 1800) the persisted position resumes at 1801.
+        let last = saved.last().unwrap();
+        assert_eq!(resume_of(last), 1801, "{last:?}");
+        assert!(
+            full.pushed.last().unwrap().0,
+            "the last item is a heartbeat"
+        );
+        let text = metric_text(&registry);
+        assert!(
+            text.contains(r#"syncmesh_oracle_heartbeat_scn{pipeline="p",source="ora"} 1801"#),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            r#"syncmesh_oracle_heartbeats_total{{pipeline="p",source="ora"}} {}"#,
+            beats.len()
+        )));
+
+        // Without heartbeats the saved position stays at the last event's (SCN 1600).
+        let plain = run("session_quiet.yaml", None, false).await;
+        assert!(plain.pushed.iter().all(|(h, _)| !h));
+        assert_eq!(resume_of(persisted(&plain.pushed).last().unwrap()), 1600);
+
+        // A restart from every persisted position emits the rest exactly once, starting to
+        // mine at the persisted resume SCN.
+        for (k, at) in saved.iter().enumerate() {
+            if resume_of(at) > 1800 {
+                // Past the recording's last SCN: nothing is left to mine.
+                continue;
+            }
+            let at: Position = serde_json::from_value(serde_json::to_value(at).unwrap()).unwrap();
+            let rest = run_with(
+                "session_quiet.yaml",
+                quiet_config(),
+                Some(at.clone()),
+                false,
+                None,
+            )
+            .await;
+            assert_eq!(rest.error, None);
+            let before = full.pushed[..=k].iter().filter(|(h, _)| !h).count();
+            let mut joined: Vec<_> = full.events[..before].iter().map(key).collect();
+            joined.extend(rest.events.iter().map(key));
+            assert_eq!(
+                joined,
+                full.events.iter().map(key).collect::<Vec<_>>(),
+                "restart at {at}"
+            );
+            let first_start = rest
+                .calls
+                .iter()
+                .find(|c| c.starts_with("start_logmnr"))
+                .unwrap();
+            assert!(
+                first_start.starts_with(&format!("start_logmnr startscn={} ", resume_of(&at))),
+                "{first_start}"
+            );
+        }
+    }
+
+    fn lob_config() -> OracleSourceConfig {
+        OracleSourceConfig {
+            filter: TableFilter::new(&["BANK.DOCS".into()], &[]).unwrap(),
+            ..config()
+        }
+    }
+
+    /// `(op, ID, TITLE, BODY, IMG)` of each event, as JSON.
+    fn docs(r: &Run) -> Vec<(String, String, String, String, String)> {
+        r.events
+            .iter()
+            .map(|e| {
+                let v = e.after.as_ref().unwrap();
+                let col = |i: usize| v.get(i).map_or("-".into(), |v| v.to_json().to_string());
+                (e.op.name().to_string(), col(0), col(1), col(2), col(3))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lob_writes_are_assembled_into_their_events() {
+        let registry = prometheus::Registry::new();
+        let metrics = OracleMetrics::register(&registry).unwrap();
+        let mut cfg = lob_config();
+        // Every transaction spills: LOB rows are read back from disk like the rest.
+        let dir = tempfile::tempdir().unwrap();
+        cfg.buffer.memory_limit = 1;
+        cfg.buffer.spill_dir = dir.path().to_path_buf();
+        let full = run_with("session_lob.yaml", cfg.clone(), None, false, Some(metrics)).await;
+        assert_eq!(full.error, None);
+        let d = |op: &str, id: &str, title: &str, body: &str, img: &str| {
+            (
+                op.to_string(),
+                id.to_string(),
+                title.to_string(),
+                body.to_string(),
+                img.to_string(),
+            )
+        };
+        assert_eq!(
+            docs(&full),
+            [
+                // Multi-chunk CLOB (one chunk split by CSF) and a BLOB in two writes.
+                d(
+                    "insert",
+                    "1",
+                    r#""first""#,
+                    r#""Hello, it's a multi-chunk world""#,
+                    r#""yv66vgE=""#
+                ),
+                // An update, then the CLOB trimmed to nothing and written again.
+                d("update", "1", r#""second""#, r#""Bye""#, "null"),
+                // Only the LOB changed: an update of that column (the key from the locator).
+                d("update", "1", "null", r#""Goodbye!""#, "null"),
+                // Written, two characters erased to spaces, trimmed.
+                d("insert", "2", r#""erase""#, r#""ab  ef""#, r#""""#),
+                // Writes spread over three mining windows.
+                d("insert", "4", r#""slow""#, r#""one two three""#, r#""""#),
+                // The broken fragment's row keeps what its insert wrote; the next row is whole.
+                d("insert", "5", r#""broken""#, r#""""#, r#""""#),
+                d("insert", "6", r#""fine""#, r#""""#, r#""""#),
+            ]
+        );
+        // The LOB-only update's before image holds the key it was located by.
+        let before = full.events[2].before.as_ref().unwrap();
+        assert_eq!(before[0], Value::Int(1));
+        assert_eq!(before[2], Value::Null);
+        // The slow transaction's writes (SCN 1103, 1150, 1185) fall in different windows.
+        let contents: Vec<&String> = full
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("contents"))
+            .collect();
+        for window in [
+            "startscn=1056 endscn=1119",
+            "startscn=1120 endscn=1183",
+            "startscn=1184 endscn=1240",
+        ] {
+            assert!(contents.iter().any(|c| c.ends_with(window)), "{contents:?}");
+        }
+        let text = metric_text(&registry);
+        for want in [
+            r#"syncmesh_oracle_lob_columns_total{outcome="assembled",pipeline="p",source="ora"} 6"#,
+            r#"syncmesh_oracle_lob_columns_total{outcome="bad",pipeline="p",source="ora"} 2"#,
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "spill files deleted"
+        );
+        restart_everywhere("session_lob.yaml", cfg, &full).await;
+    }
+
+    #[tokio::test]
+    async fn a_lob_that_cannot_be_assembled_is_a_dead_letter_naming_row_column_and_scn() {
+        let r = run_with("session_lob.yaml", lob_config(), None, false, None).await;
+        assert_eq!(r.error, None);
+        let reasons: Vec<&str> = r.bad.iter().map(|(_, reason)| reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:#?}");
+        // The fragment itself: its row, SCN and byte.
+        for want in [
+            "SCN 1203, XID 50000700D7000000",
+            "column SQL_REDO at byte 10: LOB fragment: expected a closing `'` of the string",
+        ] {
+            assert!(reasons[0].contains(want), "{want}: {}", reasons[0]);
+        }
+        // The value it belonged to: the locator row, the column and the row's key.
+        for want in [
+            "SCN 1202, XID 50000700D7000000",
+            "LOB column BANK.DOCS.BODY of the row where ID = 5: value not assembled: a fragment of it could not be read",
+        ] {
+            assert!(reasons[1].contains(want), "{want}: {}", reasons[1]);
+        }
+        // Part of a LOB whose earlier value the redo does not hold.
+        for want in [
+            "SCN 1211",
+            "LOB column BANK.DOCS.BODY of the row where ID = 6: value not assembled: units 1..2 keep their value from before this transaction, which the redo does not hold, and its length before it is not in the redo either (no trim ends it)",
+        ] {
+            assert!(reasons[2].contains(want), "{want}: {}", reasons[2]);
+        }
+        match &r.bad[2].0 {
+            Position::Oracle {
+                scn, commit_scn, ..
+            } => assert_eq!((*scn, *commit_scn), (1211, 1213)),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn with_lob_assembly_off_lob_columns_carry_what_the_statement_wrote() {
+        let mut cfg = lob_config();
+        cfg.buffer.lobs = false;
+        let r = run_with("session_lob.yaml", cfg, None, false, None).await;
+        assert_eq!(r.error, None);
+        assert!(r.bad.is_empty());
+        let bodies: Vec<String> = docs(&r)
+            .into_iter()
+            .map(|d| format!("{} {} {}", d.0, d.1, d.3))
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                r#"insert 1 """#,
+                "update 1 null",
+                r#"insert 2 """#,
+                r#"insert 4 """#,
+                r#"insert 5 """#,
+                r#"insert 6 """#
+            ]
+        );
     }
 
     fn metric_text(registry: &prometheus::Registry) -> String {

@@ -681,6 +681,298 @@ impl fmt::Display for DmlKind {
     }
 }
 
+/// The row and column whose LOB the following LOB rows change: the `select ... for update`
+/// LogMiner writes for `SEL_LOB_LOCATOR` (and at the head of some LOB_TRIM rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LobLocator<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub column: &'a str,
+    /// Selected into `loc_b` (a BLOB) rather than `loc_c` / `loc_nc`.
+    pub binary: bool,
+    /// The where clause: the row's key columns (or every column LogMiner logged).
+    pub key: Vec<(&'a str, Literal<'a>)>,
+}
+
+/// One `dbms_lob` call of a LOB row. Offsets and amounts are as Oracle counts them: from 1,
+/// in characters for CLOBs and bytes for BLOBs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LobOp<'a> {
+    /// `buf := <data>; dbms_lob.write(loc, amount, offset, buf);`
+    Write {
+        amount: u64,
+        offset: u64,
+        data: Literal<'a>,
+    },
+    /// `dbms_lob.trim(loc, length);`
+    Trim { length: u64 },
+    /// `dbms_lob.erase(loc, amount, offset);`: spaces (CLOB) or zero bytes (BLOB).
+    Erase { amount: u64, offset: u64 },
+}
+
+/// A LOB row's `SQL_REDO`: the PL/SQL fragment LogMiner writes for SEL_LOB_LOCATOR (op 9),
+/// LOB_WRITE (10), LOB_TRIM (11) and LOB_ERASE (29), e.g.
+///
+/// ```text
+/// DECLARE loc_c CLOB; buf_c VARCHAR2(6174); loc_b BLOB; buf_b RAW(6174); ... BEGIN
+///  select "DOC" into loc_c from "BANK"."DOCS" where "ID" = '7' for update;
+///  buf_c := 'first chunk'; dbms_lob.write(loc_c, 11, 1, buf_c);
+///  dbms_lob.trim(loc_c, 11);
+/// END;
+/// ```
+///
+/// Each part is optional: a locator row holds the declarations and the select, a write row
+/// only its assignment and call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LobFragment<'a> {
+    pub locator: Option<LobLocator<'a>>,
+    pub ops: Vec<LobOp<'a>>,
+}
+
+impl<'a> Cursor<'a> {
+    /// A whole unsigned number.
+    fn count(&mut self) -> Step<u64> {
+        self.ws();
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        match self.s[start..self.pos].parse() {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                self.pos = start;
+                self.fail("a whole number")
+            }
+        }
+    }
+
+    /// Skips the declarations up to and including `BEGIN`.
+    fn declarations(&mut self) -> Step<()> {
+        loop {
+            self.ws();
+            let start = self.pos;
+            while self.peek().is_some_and(is_name_byte) {
+                self.pos += 1;
+            }
+            if self.b[start..self.pos].eq_ignore_ascii_case(b"BEGIN") {
+                return Ok(());
+            }
+            if self.pos == start {
+                if self.pos >= self.b.len() {
+                    return self.fail("`BEGIN` after the declarations");
+                }
+                self.pos += 1;
+            }
+        }
+    }
+
+    /// `select "COL" into loc_x from "S"."T" where ... for update;` (after `select`).
+    fn lob_select(&mut self) -> Step<LobLocator<'a>> {
+        let column = self.name()?;
+        self.expect_keyword("into", "`into` after the LOB column")?;
+        let var = self.name()?;
+        self.expect_keyword("from", "`from`")?;
+        let (schema, table) = self.table()?;
+        self.expect_keyword("where", "`where`")?;
+        let mut key = Vec::with_capacity(4);
+        self.conditions(&mut key)?;
+        self.expect_keyword("for", "`for update`")?;
+        self.expect_keyword("update", "`for update`")?;
+        self.expect_byte(b';', "`;` after `for update`")?;
+        Ok(LobLocator {
+            schema,
+            table,
+            column,
+            binary: var.eq_ignore_ascii_case("loc_b"),
+            key,
+        })
+    }
+
+    fn lob_fragment(&mut self) -> Step<LobFragment<'a>> {
+        let mut out = LobFragment::default();
+        self.ws();
+        if self.keyword("DECLARE") {
+            self.declarations()?;
+        } else {
+            self.keyword("BEGIN");
+        }
+        // The latest value assigned to each buffer or length variable.
+        let mut buffers: Vec<(&'a str, Literal<'a>)> = Vec::new();
+        let mut numbers: Vec<(&'a str, u64)> = Vec::new();
+        loop {
+            self.ws();
+            if self.pos >= self.b.len() {
+                return Ok(out);
+            }
+            if self.keyword("END") {
+                self.expect_byte(b';', "`;` after `END`")?;
+                self.ws();
+                return if self.pos < self.b.len() {
+                    self.fail("the end of the block")
+                } else {
+                    Ok(out)
+                };
+            }
+            if self.keyword("select") {
+                if out.locator.is_some() || !out.ops.is_empty() {
+                    return self.fail("one `select ... for update` at the start");
+                }
+                out.locator = Some(self.lob_select()?);
+                continue;
+            }
+            let name = self.name()?;
+            if name.eq_ignore_ascii_case("dbms_lob") {
+                self.expect_byte(b'.', "`.` after `dbms_lob`")?;
+                self.ws();
+                let at = self.pos;
+                let call = self.name()?;
+                if !["write", "trim", "erase"]
+                    .iter()
+                    .any(|c| call.eq_ignore_ascii_case(c))
+                {
+                    self.pos = at;
+                    return self.fail("`write`, `trim` or `erase`");
+                }
+                self.expect_byte(b'(', "`(`")?;
+                self.name()?;
+                self.expect_byte(b',', "`,` after the locator")?;
+                let op = if call.eq_ignore_ascii_case("write") {
+                    let amount = self.count()?;
+                    self.expect_byte(b',', "`,` after the amount")?;
+                    let offset = self.count()?;
+                    self.expect_byte(b',', "`,` after the offset")?;
+                    self.ws();
+                    let at = self.pos;
+                    let buffer = self.name()?;
+                    let Some((_, data)) = buffers.iter().rev().find(|(b, _)| *b == buffer) else {
+                        self.pos = at;
+                        return self.fail("a buffer assigned before `dbms_lob.write`");
+                    };
+                    LobOp::Write {
+                        amount,
+                        offset,
+                        data: *data,
+                    }
+                } else if call.eq_ignore_ascii_case("trim") {
+                    LobOp::Trim {
+                        length: self.count()?,
+                    }
+                } else {
+                    // `erase`, the one left.
+                    self.ws();
+                    let amount = if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                        self.count()?
+                    } else {
+                        let at = self.pos;
+                        let var = self.name()?;
+                        match numbers.iter().rev().find(|(n, _)| *n == var) {
+                            Some((_, n)) => *n,
+                            None => {
+                                self.pos = at;
+                                return self.fail("an amount assigned before `dbms_lob.erase`");
+                            }
+                        }
+                    };
+                    self.expect_byte(b',', "`,` after the amount")?;
+                    LobOp::Erase {
+                        amount,
+                        offset: self.count()?,
+                    }
+                };
+                self.expect_byte(b')', "`)`")?;
+                self.expect_byte(b';', "`;`")?;
+                out.ops.push(op);
+                continue;
+            }
+            self.ws();
+            if !(self.byte(b':') && self.byte(b'=')) {
+                return self.fail("`:=` after the variable");
+            }
+            self.ws();
+            if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                numbers.push((name, self.count()?));
+            } else {
+                let at = self.pos;
+                let data = self.literal()?;
+                if !matches!(
+                    data,
+                    Literal::Str(_) | Literal::HexToRaw(_) | Literal::Unistr(_)
+                ) {
+                    self.pos = at;
+                    return self.fail("a quoted string, HEXTORAW or UNISTR as LOB data");
+                }
+                buffers.push((name, data));
+            }
+            self.expect_byte(b';', "`;` after the assignment")?;
+        }
+    }
+}
+
+/// Parses a LOB row's `SQL_REDO` (CSF continuation rows already joined).
+pub fn parse_lob(sql: &str) -> Result<LobFragment<'_>> {
+    let mut c = Cursor {
+        s: sql,
+        b: sql.as_bytes(),
+        pos: 0,
+    };
+    c.lob_fragment().map_err(|f| redo_error(sql, f))
+}
+
+impl LobFragment<'_> {
+    /// The fragment as LogMiner writes it (the inverse of [`parse_lob`], for tools and tests).
+    pub fn to_sql(&self) -> String {
+        let mut out = String::from(
+            "DECLARE loc_c CLOB; buf_c VARCHAR2(6174); loc_b BLOB; buf_b RAW(6174); e_len NUMBER; BEGIN",
+        );
+        let var = if self.locator.as_ref().is_some_and(|l| l.binary) {
+            "b"
+        } else {
+            "c"
+        };
+        if let Some(l) = &self.locator {
+            out.push_str(&format!(
+                " select \"{}\" into loc_{var} from \"{}\".\"{}\"",
+                l.column, l.schema, l.table
+            ));
+            for (i, (name, value)) in l.key.iter().enumerate() {
+                out.push_str(if i == 0 { " where \"" } else { " and \"" });
+                out.push_str(name);
+                out.push('"');
+                if *value == Literal::Null {
+                    out.push_str(" IS NULL");
+                } else {
+                    out.push_str(" = ");
+                    value.write_sql(&mut out);
+                }
+            }
+            out.push_str(" for update;");
+        }
+        for op in &self.ops {
+            match op {
+                LobOp::Write {
+                    amount,
+                    offset,
+                    data,
+                } => {
+                    out.push_str(&format!(" buf_{var} := "));
+                    data.write_sql(&mut out);
+                    out.push_str(&format!(
+                        "; dbms_lob.write(loc_{var}, {amount}, {offset}, buf_{var});"
+                    ));
+                }
+                LobOp::Trim { length } => {
+                    out.push_str(&format!(" dbms_lob.trim(loc_{var}, {length});"));
+                }
+                LobOp::Erase { amount, offset } => out.push_str(&format!(
+                    " e_len := {amount}; dbms_lob.erase(loc_{var}, e_len, {offset});"
+                )),
+            }
+        }
+        out.push_str(" END;");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,6 +1205,204 @@ mod tests {
         #[test]
         fn arbitrary_input_never_panics(sql in ".{0,200}") {
             let _ = parse_redo(&sql);
+        }
+    }
+}
+
+#[cfg(test)]
+mod lob_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DECLARE: &str = "DECLARE \n loc_c CLOB; \n buf_c VARCHAR2(6174); \n loc_b BLOB; \n buf_b RAW(6174); \n loc_nc NCLOB; \n buf_nc NVARCHAR2(6174); \nBEGIN\n";
+
+    fn s(raw: &str) -> Literal<'_> {
+        Literal::Str(RawStr { raw })
+    }
+
+    #[test]
+    fn a_locator_names_the_table_column_and_row() {
+        let sql = format!(
+            "{DECLARE} select \"DOC\" into loc_c from \"BANK\".\"DOCS\" where \"ID\" = '7' and \"KIND\" IS NULL for update;"
+        );
+        let f = parse_lob(&sql).unwrap();
+        assert_eq!(
+            f.locator,
+            Some(LobLocator {
+                schema: "BANK",
+                table: "DOCS",
+                column: "DOC",
+                binary: false,
+                key: vec![("ID", s("7")), ("KIND", Literal::Null)],
+            })
+        );
+        assert!(f.ops.is_empty());
+        let f = parse_lob(
+            "DECLARE loc_b BLOB; BEGIN select \"IMG\" into loc_b from \"A\".\"T\" where \"ID\" = 1 for update;",
+        )
+        .unwrap();
+        assert!(f.locator.unwrap().binary);
+    }
+
+    #[test]
+    fn writes_trims_and_erases() {
+        let f = parse_lob(" buf_c := 'it''s';\n  dbms_lob.write(loc_c, 4, 13, buf_c);").unwrap();
+        assert_eq!(f.locator, None);
+        assert_eq!(
+            f.ops,
+            [LobOp::Write {
+                amount: 4,
+                offset: 13,
+                data: s("it''s")
+            }]
+        );
+        let f = parse_lob(" buf_b := HEXTORAW('cafe');\n  dbms_lob.write(loc_b, 2, 1, buf_b);")
+            .unwrap();
+        assert_eq!(
+            f.ops,
+            [LobOp::Write {
+                amount: 2,
+                offset: 1,
+                data: Literal::HexToRaw(RawStr { raw: "cafe" })
+            }]
+        );
+        assert_eq!(
+            parse_lob("  dbms_lob.trim(loc_c, 0);").unwrap().ops,
+            [LobOp::Trim { length: 0 }]
+        );
+        assert_eq!(
+            parse_lob(" e_len := 2;\n  dbms_lob.erase(loc_c, e_len, 3);")
+                .unwrap()
+                .ops,
+            [LobOp::Erase {
+                amount: 2,
+                offset: 3
+            }]
+        );
+        assert_eq!(
+            parse_lob("DBMS_LOB.ERASE(loc_c, 5, 1);").unwrap().ops,
+            [LobOp::Erase {
+                amount: 5,
+                offset: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_whole_block_with_several_calls() {
+        let sql = format!(
+            "{DECLARE} select \"DOC\" into loc_c from \"S\".\"T\" where \"ID\" = '1' for update;\n buf_c := 'ab';\n  dbms_lob.write(loc_c, 2, 1, buf_c);\n buf_c := UNISTR('\\00E9');\n  dbms_lob.write(loc_c, 1, 3, buf_c);\n  dbms_lob.trim(loc_c, 3);\nEND;"
+        );
+        let f = parse_lob(&sql).unwrap();
+        assert_eq!(f.locator.as_ref().map(|l| l.column), Some("DOC"));
+        assert_eq!(f.ops.len(), 3);
+        assert_eq!(
+            f.ops[1],
+            LobOp::Write {
+                amount: 1,
+                offset: 3,
+                data: Literal::Unistr(RawStr { raw: "\\00E9" })
+            }
+        );
+        assert_eq!(parse_lob(&f.to_sql()).unwrap(), f);
+    }
+
+    #[test]
+    fn a_broken_fragment_says_where_and_what() {
+        let cases = [
+            (
+                " buf_c := 'cut off;\n dbms_lob.write(loc_c, 7, 1, buf_c);",
+                10,
+                "a closing `'` of the string",
+            ),
+            (
+                " dbms_lob.write(loc_c, 2, 1, buf_c);",
+                29,
+                "a buffer assigned before `dbms_lob.write`",
+            ),
+            (
+                " dbms_lob.copy(loc_c, 2, 1);",
+                10,
+                "`write`, `trim` or `erase`",
+            ),
+            (" dbms_lob.trim(loc_c, x);", 22, "a whole number"),
+            (
+                " buf_c := TO_DATE('1', 'x');",
+                10,
+                "a quoted string, HEXTORAW or UNISTR as LOB data",
+            ),
+            ("DECLARE loc_c CLOB;", 19, "`BEGIN` after the declarations"),
+            (
+                " dbms_lob.trim(loc_c, 1); END; x",
+                31,
+                "the end of the block",
+            ),
+            (
+                " dbms_lob.erase(loc_c, n, 1);",
+                23,
+                "an amount assigned before `dbms_lob.erase`",
+            ),
+        ];
+        for (sql, offset, expected) in cases {
+            let e = parse_lob(sql).unwrap_err();
+            assert_eq!((e.offset, e.expected), (offset, expected), "{sql}");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, u64, String),
+        Trim(u64),
+        Erase(u64, u64),
+    }
+
+    proptest! {
+        #[test]
+        fn fragments_render_back_to_themselves(
+            locator in prop::option::of(("[A-Z][A-Z0-9_]{0,8}", any::<bool>(), prop::collection::vec(("[A-Z]{1,6}", "[a-z0-9' ]{0,6}"), 1..3))),
+            ops in prop::collection::vec(prop_oneof![
+                (1u64..5000, 1u64..5000, "[a-zA-Z0-9 ',;()]{0,20}").prop_map(|(a, o, t)| Op::Write(a, o, t)),
+                (0u64..5000).prop_map(Op::Trim),
+                (0u64..5000, 1u64..5000).prop_map(|(a, o)| Op::Erase(a, o)),
+            ], 0..5),
+        ) {
+            let texts: Vec<String> = ops.iter().map(|op| match op {
+                Op::Write(_, _, t) => t.replace('\'', "''"),
+                _ => String::new(),
+            }).collect();
+            let keys: Vec<(String, String)> = locator.as_ref().map(|(_, _, k)| {
+                k.iter().map(|(n, v)| (n.clone(), v.replace('\'', "''"))).collect()
+            }).unwrap_or_default();
+            let binary = locator.as_ref().is_some_and(|l| l.1);
+            let fragment = LobFragment {
+                locator: locator.as_ref().map(|(column, binary, _)| LobLocator {
+                    schema: "S",
+                    table: "T",
+                    column,
+                    binary: *binary,
+                    key: keys.iter().map(|(n, v)| (n.as_str(), Literal::Str(RawStr { raw: v }))).collect(),
+                }),
+                ops: ops.iter().zip(&texts).map(|(op, t)| match op {
+                    Op::Write(a, o, _) => LobOp::Write {
+                        amount: *a,
+                        offset: *o,
+                        data: if binary {
+                            Literal::HexToRaw(RawStr { raw: "0aff" })
+                        } else {
+                            Literal::Str(RawStr { raw: t })
+                        },
+                    },
+                    Op::Trim(l) => LobOp::Trim { length: *l },
+                    Op::Erase(a, o) => LobOp::Erase { amount: *a, offset: *o },
+                }).collect(),
+            };
+            let sql = fragment.to_sql();
+            prop_assert_eq!(parse_lob(&sql).map_err(|e| TestCaseError::fail(format!("{e}: {sql}")))?, fragment);
+        }
+
+        #[test]
+        fn arbitrary_fragments_never_panic(sql in ".{0,200}") {
+            let _ = parse_lob(&sql);
         }
     }
 }

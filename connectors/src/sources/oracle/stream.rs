@@ -10,6 +10,7 @@
 use super::buffer::{BufferConfig, BufferError, CommittedTxn, Outcome, TxnBuffer};
 use super::contents::{ContentRow, OpCode};
 use super::events::{EventBuilder, TableDef};
+use super::lob::{LobAssembler, LobStats, Piece, is_lob_op, scn_of, scn_position};
 use crate::event::{ChangeEvent, Position, TableId, Transaction};
 use chrono::NaiveDateTime;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -100,6 +101,8 @@ pub struct StreamStats {
     pub events: u64,
     pub bad_rows: u64,
     pub skipped_replayed: u64,
+    /// LOB column values assembled, and ones that could not be.
+    pub lobs: LobStats,
 }
 
 pub struct ChangeStream {
@@ -110,6 +113,8 @@ pub struct ChangeStream {
     group_scn: Option<u64>,
     committed: BTreeMap<u16, u64>,
     resume_after: Option<Position>,
+    /// The position of the latest event or bad row produced (or resumed after).
+    last_position: Option<Position>,
     out: Vec<Emitted>,
     ddl_tables: Vec<TableId>,
     last_time: Option<NaiveDateTime>,
@@ -138,6 +143,7 @@ impl ChangeStream {
             group: Vec::new(),
             group_scn: None,
             committed,
+            last_position: resume_after.clone(),
             resume_after,
             out: Vec::new(),
             ddl_tables: Vec::new(),
@@ -180,6 +186,42 @@ impl ChangeStream {
         }
     }
 
+    /// A heartbeat after everything below `next_scn` has been mined and its commits emitted
+    /// (at the end of a window): resume at `next_scn`, or at the start of the oldest open
+    /// transaction. The rest is the latest position produced, with the commit SCNs emitted
+    /// per thread, so a restart from it skips exactly what was emitted.
+    pub fn heartbeat(&self, next_scn: u64) -> Position {
+        let resume_scn = self.resume_scn().map_or(next_scn, |r| r.min(next_scn));
+        let scn = next_scn.saturating_sub(1);
+        match &self.last_position {
+            Some(Position::Oracle {
+                commit_scn,
+                thread,
+                xid,
+                index,
+                ..
+            }) => Position::Oracle {
+                scn,
+                commit_scn: *commit_scn,
+                thread: *thread,
+                resume_scn,
+                committed: self.committed.clone(),
+                xid: xid.clone(),
+                index: *index,
+            },
+            // Nothing emitted yet: thread 0 (threads count from 1) claims no commit.
+            _ => Position::Oracle {
+                scn,
+                commit_scn: 0,
+                thread: 0,
+                resume_scn,
+                committed: self.committed.clone(),
+                xid: String::new(),
+                index: 0,
+            },
+        }
+    }
+
     /// Takes what was produced so far.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Emitted> {
         self.out.drain(..)
@@ -219,6 +261,7 @@ impl ChangeStream {
             OpCode::Insert | OpCode::Update | OpCode::Delete | OpCode::Ddl => {
                 self.filter.matches(&row.seg_owner, &row.table_name)
             }
+            op if is_lob_op(op) => self.filter.matches(&row.seg_owner, &row.table_name),
             // Transaction markers are never filtered out.
             _ => true,
         };
@@ -285,60 +328,96 @@ impl ChangeStream {
     ) -> Result<(), StreamError> {
         let (xid, thread, start_scn, commit_scn) =
             (txn.xid.clone(), txn.thread, txn.start_scn, txn.commit_scn);
-        let total = txn.row_count;
         let transaction = Transaction {
             id: xid.clone(),
             commit_time: txn.commit_time.map(|t| t.and_utc()),
         };
         self.committed.insert(thread, commit_scn);
-        for (index, row) in (0u32..).zip(txn.into_rows()?) {
+        // First every row becomes a piece (LOB rows are folded into the events they belong
+        // to), then the pieces get their places in the transaction and are emitted.
+        let mut pieces: Vec<Piece> = Vec::with_capacity(txn.row_count.min(4096) as usize);
+        let mut lobs = LobAssembler::default();
+        for row in txn.into_rows()? {
             let row = row?;
+            if is_lob_op(row.op) {
+                if let Err(e) = lobs.row(&row, &mut pieces, &mut self.builder) {
+                    pieces.push(Piece::Bad {
+                        scn: row.scn,
+                        reason: e.to_string(),
+                        raw: row.sql_redo,
+                    });
+                }
+                continue;
+            }
+            lobs.reset();
+            let piece = if row.op == OpCode::Ddl {
+                Piece::Ddl(row)
+            } else {
+                match self.builder.dml(&row, scn_position(row.scn), &transaction) {
+                    Ok(event) => Piece::Event(event),
+                    Err(e) => Piece::Bad {
+                        scn: row.scn,
+                        reason: e.to_string(),
+                        raw: row.sql_redo,
+                    },
+                }
+            };
+            pieces.push(piece);
+        }
+        lobs.finish(
+            &mut pieces,
+            &mut self.builder,
+            &transaction,
+            &mut self.stats.lobs,
+        );
+        let total = pieces.len() as u64;
+        for (index, piece) in (0u32..).zip(pieces) {
             let last = u64::from(index) + 1 >= total;
             let resume_scn = if last {
                 pending_min.min(commit_scn)
             } else {
                 pending_min.min(start_scn)
             };
-            let position_of = |committed: &BTreeMap<u16, u64>| Position::Oracle {
-                scn: row.scn,
+            let position = Position::Oracle {
+                scn: scn_of(&piece),
                 commit_scn,
                 thread,
                 resume_scn,
-                committed: committed.clone(),
+                committed: self.committed.clone(),
                 xid: xid.clone(),
                 index,
             };
-            let position = position_of(&self.committed);
             if let Some(after) = &self.resume_after
                 && position.not_after(after) == Some(true)
             {
                 self.stats.skipped_replayed += 1;
                 continue;
             }
-            let item = if row.op == OpCode::Ddl {
-                let table = TableId::new(row.seg_owner.clone(), row.table_name.clone());
-                let def = dictionary(&table);
-                self.ddl_tables.push(table);
-                Ok(self.builder.ddl(&row, def, position, &transaction))
-            } else {
-                // The position is built again only for a bad row, not cloned for every row.
-                self.builder
-                    .dml(&row, position, &transaction)
-                    .map_err(|e| (e, position_of(&self.committed)))
-            };
-            match item {
-                Ok(event) => {
+            self.last_position = Some(position.clone());
+            match piece {
+                Piece::Event(mut event) => {
+                    event.position = position;
                     self.stats.events += 1;
                     self.out.push(Emitted::Event(event));
                 }
-                Err((e, position)) => {
+                Piece::Ddl(row) => {
+                    let table = TableId::new(row.seg_owner.clone(), row.table_name.clone());
+                    let def = dictionary(&table);
+                    self.ddl_tables.push(table);
+                    let event = self.builder.ddl(&row, def, position, &transaction);
+                    self.stats.events += 1;
+                    self.out.push(Emitted::Event(event));
+                }
+                Piece::Bad { reason, raw, .. } => {
                     self.stats.bad_rows += 1;
                     self.out.push(Emitted::Bad {
                         position,
-                        reason: e.to_string(),
-                        raw: row.sql_redo,
+                        reason,
+                        raw,
                     });
                 }
+                // `finish` turned every one into an event or a bad piece.
+                Piece::LobUpdate { .. } => {}
             }
         }
         Ok(())
