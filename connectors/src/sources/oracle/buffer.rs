@@ -150,14 +150,16 @@ impl Txn {
         Ok(first)
     }
 
-    /// `ROLLBACK = 1`: undo the latest change to the same row.
-    fn undo(&mut self, row_id: &str) {
+    /// `ROLLBACK = 1`: undo the latest change to the same row, of the same kind (a DML
+    /// row's undo never takes one of the LOB rows that share its ROW_ID, nor the reverse).
+    fn undo(&mut self, undo: &ContentRow) {
         self.undone += 1;
-        if let Some(i) = self.rows.iter().rposition(|r| r.row_id == row_id) {
+        let key = undo_key(undo);
+        if let Some(i) = self.rows.iter().rposition(|r| undo_key(r) == key) {
             let gone = self.rows.remove(i);
             self.bytes = self.bytes.saturating_sub(gone.approx_bytes());
         } else if let Some(spill) = &self.spill {
-            self.tombstones.push((row_id.to_string(), spill.rows));
+            self.tombstones.push((key.into_owned(), spill.rows));
         }
     }
 }
@@ -236,8 +238,17 @@ impl CommittedTxn {
     }
 }
 
+/// What a partial rollback matches on: the ROW_ID, marked for LOB rows.
+fn undo_key(row: &ContentRow) -> std::borrow::Cow<'_, str> {
+    if super::lob::is_lob_op(row.op) {
+        std::borrow::Cow::Owned(format!("lob:{}", row.row_id))
+    } else {
+        std::borrow::Cow::Borrowed(&row.row_id)
+    }
+}
+
 /// Which spilled rows the tombstones undo: replaying the spill in order, each tombstone takes
-/// the latest not-yet-undone row with its ROW_ID among the rows spilled before it.
+/// the latest not-yet-undone row with its key ([`undo_key`]) among the rows spilled before it.
 fn undone_indexes(
     path: &std::path::Path,
     tombstones: &[(String, u64)],
@@ -261,8 +272,9 @@ fn undone_indexes(
     for (i, line) in reader.lines().enumerate() {
         apply(i as u64, &mut stacks);
         let row: ContentRow = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
-        if wanted.contains(row.row_id.as_str()) {
-            stacks.entry(row.row_id).or_default().push(i as u64);
+        let key = undo_key(&row);
+        if wanted.contains(key.as_ref()) {
+            stacks.entry(key.into_owned()).or_default().push(i as u64);
         }
     }
     apply(u64::MAX, &mut stacks);
@@ -409,7 +421,7 @@ impl TxnBuffer {
             return Ok(Outcome::Nothing);
         }
         if row.rollback {
-            txn.undo(&row.row_id);
+            txn.undo(&row);
             return Ok(Outcome::Nothing);
         }
         txn.bytes += row.approx_bytes();
@@ -523,6 +535,30 @@ mod tests {
         b.push(undo).unwrap();
         let c = committed(b.push(row(15, "A", OpCode::Commit, "", "")).unwrap());
         assert_eq!(sqls(c), ["ins R1", "ins R2"]);
+    }
+
+    #[test]
+    fn a_partial_rollback_of_a_dml_row_skips_the_lob_rows_of_the_same_row() {
+        let dir = tempfile::tempdir().unwrap();
+        for limit in [usize::MAX, 1] {
+            let mut b = TxnBuffer::new(BufferConfig {
+                memory_limit: limit,
+                spill_dir: dir.path().to_path_buf(),
+                ..Default::default()
+            });
+            b.push(row(10, "A", OpCode::Start, "", "")).unwrap();
+            b.push(row(11, "A", OpCode::Update, "upd R1", "R1"))
+                .unwrap();
+            b.push(row(12, "A", OpCode::Other(9), "locate R1", "R1"))
+                .unwrap();
+            b.push(row(13, "A", OpCode::Other(10), "write R1", "R1"))
+                .unwrap();
+            let mut undo = row(14, "A", OpCode::Update, "undo of upd R1", "R1");
+            undo.rollback = true;
+            b.push(undo).unwrap();
+            let c = committed(b.push(row(15, "A", OpCode::Commit, "", "")).unwrap());
+            assert_eq!(sqls(c), ["locate R1", "write R1"], "memory limit {limit}");
+        }
     }
 
     #[test]
