@@ -177,6 +177,8 @@ fn lob_rows_are_assembled_into_their_events() {
             b("c", json!("one two three"), json!("")),
             b("c", json!(""), json!("")),
             b("c", json!(""), json!("")),
+            b("c", json!("abc"), json!("")),
+            b("u", json!("abcdef"), Value::Null),
         ]
     );
 }

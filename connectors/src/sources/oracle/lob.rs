@@ -43,7 +43,7 @@ pub enum Piece {
 
 /// A LOB's units; `None` where the value before this transaction shows through and the redo
 /// does not say what it was.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Units<T> {
     units: Vec<Option<T>>,
     /// The value before this transaction may go on past `units` (its length is not known).
@@ -156,7 +156,7 @@ impl<T: Copy> Units<T> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Lob {
     /// UTF-16 code units.
     Text(Units<u16>),
@@ -233,6 +233,16 @@ fn base(event: &ChangeEvent, column: &str, binary: bool) -> Lob {
     }
 }
 
+/// Whether the event's statement wrote `column` (an update's after image holds NULL for a
+/// LOB column it did not set).
+fn sets_column(event: &ChangeEvent, column: &str) -> bool {
+    event
+        .schema
+        .column_index(column)
+        .and_then(|i| event.after.as_ref()?.get(i))
+        .is_some_and(|v| matches!(v, Value::String(_) | Value::Bytes(_)))
+}
+
 fn matches_key(event: &ChangeEvent, table: &TableId, key: &[(String, Value)]) -> bool {
     let Some(after) = &event.after else {
         return false;
@@ -287,19 +297,31 @@ impl LobAssembler {
             let found = self
                 .targets
                 .iter()
-                .position(|t| t.table == table && t.column == l.column && t.key == key);
-            let t = match found {
-                Some(t) => t,
-                None => {
-                    let merged = pieces.iter().rposition(|p| match p {
-                        Piece::Event(e) => matches_key(e, &table, &key),
-                        _ => false,
+                .rposition(|t| t.table == table && t.column == l.column && t.key == key);
+            let latest = pieces.iter().enumerate().rev().find_map(|(i, p)| match p {
+                Piece::Event(e) if matches_key(e, &table, &key) => Some((i, e)),
+                _ => None,
+            });
+            let t = match (found, latest) {
+                // The LOB goes on in the event it was last written into.
+                (Some(t), None) => t,
+                (Some(t), Some((i, _))) if i <= self.targets[t].piece => t,
+                _ => {
+                    let mut broken = false;
+                    let merged = latest.map(|(i, e)| {
+                        let lob = match found {
+                            // A later update of the row that did not set the column: the
+                            // value so far carries on into it.
+                            Some(t) if !sets_column(e, l.column) => {
+                                broken = self.targets[t].broken;
+                                self.targets[t].lob.clone()
+                            }
+                            _ => base(e, l.column, l.binary),
+                        };
+                        (i, lob)
                     });
                     let (piece, lob) = match merged {
-                        Some(i) => match &pieces[i] {
-                            Piece::Event(e) => (i, base(e, l.column, l.binary)),
-                            _ => unreachable!("rposition found an event"),
-                        },
+                        Some(found) => found,
                         None => {
                             pieces.push(Piece::LobUpdate {
                                 target: self.targets.len(),
@@ -320,7 +342,7 @@ impl LobAssembler {
                         piece,
                         lob,
                         locator: row.locator(),
-                        broken: false,
+                        broken,
                     });
                     self.targets.len() - 1
                 }
@@ -349,7 +371,7 @@ impl LobAssembler {
             target.broken = true;
             row_error(
                 row,
-                &target.column.clone(),
+                &target.column,
                 None,
                 format!("{}: {message}", target.describe()),
             )

@@ -1087,6 +1087,10 @@ mod tests {
                 // The broken fragment's row keeps what its insert wrote; the next row is whole.
                 d("insert", "5", r#""broken""#, r#""""#, r#""""#),
                 d("insert", "6", r#""fine""#, r#""""#, r#""""#),
+                // Written, the row updated, written again: the insert has the first value,
+                // the update the value it carried on to.
+                d("insert", "7", r#""twice""#, r#""abc""#, r#""""#),
+                d("update", "7", r#""again""#, r#""abcdef""#, "null"),
             ]
         );
         // The LOB-only update's before image holds the key it was located by.
@@ -1108,7 +1112,7 @@ mod tests {
         }
         let text = metric_text(&registry);
         for want in [
-            r#"syncmesh_oracle_lob_columns_total{outcome="assembled",pipeline="p",source="ora"} 6"#,
+            r#"syncmesh_oracle_lob_columns_total{outcome="assembled",pipeline="p",source="ora"} 8"#,
             r#"syncmesh_oracle_lob_columns_total{outcome="bad",pipeline="p",source="ora"} 2"#,
         ] {
             assert!(text.contains(want), "{want}\n{text}");
@@ -1175,7 +1179,9 @@ mod tests {
                 r#"insert 2 """#,
                 r#"insert 4 """#,
                 r#"insert 5 """#,
-                r#"insert 6 """#
+                r#"insert 6 """#,
+                r#"insert 7 """#,
+                "update 7 null"
             ]
         );
     }
