@@ -426,7 +426,17 @@ impl RecordDecoder {
             zone: enc.digit(0),
             utf8_text,
             utf8_tables,
-            steps: steps.as_deref().map(Program::new),
+            steps: steps.as_deref().and_then(|steps| {
+                Program::new(
+                    steps,
+                    &fast::Tables {
+                        zone: enc.digit(0),
+                        punch: &punch,
+                        plus,
+                        minus,
+                    },
+                )
+            }),
         })
     }
 
@@ -523,6 +533,14 @@ impl RecordDecoder {
         })
     }
 
+    /// For tests: the compiled decode as built for the x86-64 baseline, whatever the CPU.
+    #[cfg(test)]
+    pub(crate) fn baseline_only(&mut self) {
+        if let Some(p) = self.steps.as_mut() {
+            p.baseline_only();
+        }
+    }
+
     /// The compiled decode of `record` into `buf` (cells, scratch and wide decimals from the
     /// start): the scratch bytes used, or `None` when the general code must decode it.
     #[inline]
@@ -542,15 +560,8 @@ impl RecordDecoder {
         if buf.scratch.len() < program.scratch {
             buf.scratch.resize(program.scratch, 0);
         }
-        let tables = fast::Tables {
-            zones: u64::from(self.zone) * fast::ONES,
-            punch: &self.punch,
-            plus: self.plus,
-            minus: self.minus,
-        };
         let wide = &mut buf.wide;
         program.run(
-            &tables,
             record,
             text,
             ascii,

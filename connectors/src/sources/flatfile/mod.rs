@@ -83,6 +83,7 @@ mod encoding;
 mod fast;
 mod files;
 mod json;
+mod lanes;
 mod layout;
 mod numeric;
 mod reader;
