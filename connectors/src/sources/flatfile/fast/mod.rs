@@ -388,7 +388,6 @@ impl Program {
             general: Vec::new(),
             modern: modern_cpu(),
         };
-        let mut encoding = None;
         for (i, step) in steps.iter().enumerate() {
             let i = i as u32;
             match *step {
@@ -402,12 +401,11 @@ impl Program {
                         Text::Borrowed => None,
                         Text::Table(t) => Some(t),
                     };
-                    match encoding {
-                        None => encoding = Some((space, table)),
-                        Some(e) if e == (space, table) => {}
-                        Some(_) => return None,
+                    if p.text.is_empty() {
+                        (p.space, p.table) = (space, table);
+                    } else if (p.space, p.table) != (space, table) {
+                        return None;
                     }
-                    (p.space, p.table) = (space, table);
                     p.text.push(i, off as usize, len as usize);
                 }
                 Step::Zoned {
@@ -554,17 +552,6 @@ impl Program {
         let mut used = 0usize;
         if !self.text.is_empty() {
             match (self.table, text) {
-                (Some(table), _) => {
-                    let mut sink = Transcoded {
-                        table,
-                        record,
-                        cells: &mut *cells,
-                        scratch: &mut *scratch,
-                        used: 0,
-                    };
-                    self.text.each(record, &lanes, &mut sink)?;
-                    used = sink.used;
-                }
                 (None, Some(whole)) => {
                     let mut sink = Borrowed {
                         whole,
@@ -573,8 +560,9 @@ impl Program {
                     };
                     self.text.each(record, &lanes, &mut sink)?;
                 }
-                (None, None) => {
-                    let mut sink = Copied {
+                (table, _) => {
+                    let mut sink = Scratch {
+                        table,
                         record,
                         cells: &mut *cells,
                         scratch: &mut *scratch,
@@ -615,42 +603,30 @@ impl TextSink for Borrowed<'_, '_> {
     }
 }
 
-/// Text checked and copied into the scratch buffer (a record with binary fields elsewhere).
-struct Copied<'a, 'c> {
+/// Text written into the scratch buffer: transcoded from a single-byte code page, or (a
+/// record with binary fields elsewhere) checked as UTF-8 and copied.
+struct Scratch<'a, 'c> {
+    table: Option<&'static [u8; 256]>,
     record: &'a [u8],
     cells: &'c mut [Cell],
     scratch: &'c mut [u8],
     used: usize,
 }
 
-impl TextSink for Copied<'_, '_> {
-    #[inline(always)]
-    fn put(&mut self, cell: u32, off: usize, _: usize, e: usize) -> Option<()> {
-        let s = std::str::from_utf8(self.record.get(off..off + e)?).ok()?;
-        let start = self.used;
-        self.scratch
-            .get_mut(start..start + e)?
-            .copy_from_slice(s.as_bytes());
-        self.used += e;
-        *self.cells.get_mut(cell as usize)? = Cell::Scratch(start as u32, self.used as u32);
-        Some(())
-    }
-}
-
-/// Text transcoded from a single-byte code page into the scratch buffer.
-struct Transcoded<'a, 'c> {
-    table: &'static [u8; 256],
-    record: &'a [u8],
-    cells: &'c mut [Cell],
-    scratch: &'c mut [u8],
-    used: usize,
-}
-
-impl TextSink for Transcoded<'_, '_> {
+impl TextSink for Scratch<'_, '_> {
     #[inline(always)]
     fn put(&mut self, cell: u32, off: usize, _: usize, e: usize) -> Option<()> {
         let start = self.used;
-        self.used = text::transcode(self.table, self.record, off, e, self.scratch, start)?;
+        self.used = match self.table {
+            Some(table) => text::transcode(table, self.record, off, e, self.scratch, start)?,
+            None => {
+                let s = std::str::from_utf8(self.record.get(off..off + e)?).ok()?;
+                self.scratch
+                    .get_mut(start..start + e)?
+                    .copy_from_slice(s.as_bytes());
+                start + e
+            }
+        };
         *self.cells.get_mut(cell as usize)? = Cell::Scratch(start as u32, self.used as u32);
         Some(())
     }
