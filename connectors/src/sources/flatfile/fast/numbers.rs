@@ -63,6 +63,13 @@ impl Chunk {
         let w = u64::from_le_bytes(bytes) << self.shift;
         Some((w & self.keep) | (pad & !self.keep))
     }
+
+    /// The value of the chunk's zoned digits (zone byte `zones` repeated), or `None` if a
+    /// byte is not a digit. The pad is the zone, so the bytes below the chunk read as zeros.
+    #[inline(always)]
+    fn zoned(&self, record: &[u8], zones: u64) -> Option<u64> {
+        eight_digits(self.load(record, zones)? ^ zones)
+    }
 }
 
 /// The digit bytes of a number, cut into up to three chunks, most significant first.
@@ -97,7 +104,7 @@ impl Span {
     fn zoned(&self, record: &[u8], zones: u64) -> Option<u64> {
         let mut acc = 0u64;
         for c in &self.chunks[..usize::from(self.count)] {
-            acc = acc * c.mult + eight_digits(c.load(record, zones)? ^ zones)?;
+            acc = acc * c.mult + c.zoned(record, zones)?;
         }
         Some(acc)
     }
@@ -147,8 +154,7 @@ pub(super) trait Digits: Copy {
 impl Digits for Chunk {
     #[inline(always)]
     fn value(&self, record: &[u8], lanes: &Lanes) -> Option<u64> {
-        // The pad is the zone, so the bytes below the chunk read as zeros.
-        eight_digits(self.load(record, lanes.zones())? ^ lanes.zones())
+        self.zoned(record, lanes.zones())
     }
 }
 
