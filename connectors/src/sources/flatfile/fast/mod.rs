@@ -481,8 +481,8 @@ impl Program {
     }
 
     /// Decodes `record` into `cells` (exactly `cells()` of them) and `scratch` (transcoded
-    /// text, from 0). Returns the scratch bytes used, or `None` to hand the record to the
-    /// general code. `text` is the record as UTF-8 when it is valid as a whole, `ascii` whether
+    /// text, from 0). Returns the scratch bytes used, which are UTF-8 ([`written`] reads
+    /// them), or `None` to hand the record to the general code. `text` is the record as UTF-8 when it is valid as a whole, `ascii` whether
     /// it is all ASCII; `general` decodes the element of a field at an offset (numbers the
     /// steps do not cover).
     #[inline]
@@ -578,6 +578,21 @@ impl Program {
         }
         Some(used)
     }
+}
+
+/// `scratch[..used]` as text, without checking it again.
+///
+/// # Safety
+///
+/// `used` is what [`Program::run`] returned for this `scratch`, and nothing has written to
+/// it since. A run writes whole UTF-8 sequences one after another from byte 0 (ASCII bytes,
+/// the two bytes of a code point below U+0100, copies of checked `str`s: see [`Scratch`] and
+/// [`text::transcode`]), so its first `used` bytes are UTF-8.
+pub(crate) unsafe fn written(scratch: &[u8], used: usize) -> &str {
+    let bytes = scratch.get(..used).unwrap_or_default();
+    debug_assert!(std::str::from_utf8(bytes).is_ok(), "the run wrote UTF-8");
+    // SAFETY: the caller's promise above.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 /// Text borrowed from a record that is UTF-8 as a whole.
