@@ -560,10 +560,25 @@ impl Program {
                     };
                     self.text.each(record, &lanes, &mut sink)?;
                 }
-                (table, _) => {
+                (Some(table), _) => {
                     let mut sink = Scratch {
-                        table,
-                        record,
+                        fill: |off, e, dst: &mut [u8], at| {
+                            text::transcode(table, record, off, e, dst, at)
+                        },
+                        cells: &mut *cells,
+                        scratch: &mut *scratch,
+                        used: 0,
+                    };
+                    self.text.each(record, &lanes, &mut sink)?;
+                    used = sink.used;
+                }
+                (None, None) => {
+                    let mut sink = Scratch {
+                        fill: |off, e, dst: &mut [u8], at| {
+                            let s = std::str::from_utf8(record.get(off..off + e)?).ok()?;
+                            dst.get_mut(at..at + e)?.copy_from_slice(s.as_bytes());
+                            Some(at + e)
+                        },
                         cells: &mut *cells,
                         scratch: &mut *scratch,
                         used: 0,
@@ -618,30 +633,25 @@ impl TextSink for Borrowed<'_, '_> {
     }
 }
 
-/// Text written into the scratch buffer: transcoded from a single-byte code page, or (a
-/// record with binary fields elsewhere) checked as UTF-8 and copied.
-struct Scratch<'a, 'c> {
-    table: Option<&'static [u8; 256]>,
-    record: &'a [u8],
+/// Text written into the scratch buffer by `fill` (the `e` bytes at a record offset, written
+/// from a scratch offset; returns the end): transcoded from a single-byte code page, or (a
+/// record with binary fields elsewhere) checked as UTF-8 and copied. One instance each, so
+/// that the transcoding loop carries no branch on the other.
+struct Scratch<'c, F> {
+    fill: F,
     cells: &'c mut [Cell],
     scratch: &'c mut [u8],
     used: usize,
 }
 
-impl TextSink for Scratch<'_, '_> {
+impl<F> TextSink for Scratch<'_, F>
+where
+    F: FnMut(usize, usize, &mut [u8], usize) -> Option<usize>,
+{
     #[inline(always)]
     fn put(&mut self, cell: u32, off: usize, _: usize, e: usize) -> Option<()> {
         let start = self.used;
-        self.used = match self.table {
-            Some(table) => text::transcode(table, self.record, off, e, self.scratch, start)?,
-            None => {
-                let s = std::str::from_utf8(self.record.get(off..off + e)?).ok()?;
-                self.scratch
-                    .get_mut(start..start + e)?
-                    .copy_from_slice(s.as_bytes());
-                start + e
-            }
-        };
+        self.used = (self.fill)(off, e, self.scratch, start)?;
         *self.cells.get_mut(cell as usize)? = Cell::Scratch(start as u32, self.used as u32);
         Some(())
     }
