@@ -9,10 +9,13 @@
 //! a file of `SYNCMESH_BENCH_BYTES` bytes (default 1 GiB) of generated records into a temporary
 //! directory, then, one core each pass, reads it back through `RecordReader`:
 //!
-//! * `frame`: framing alone (the I/O floor);
-//! * `decode`: framing and `decode_row`, the decode every product path uses (the row is
-//!   complete when it returns: numbers computed, text trimmed, validated and transcoded; it is
-//!   handed to `black_box`, no value is read back);
+//! * `frame`: framing alone (the I/O floor), a block of whole records at a time
+//!   (`RecordReader::next_block`);
+//! * `decode`: framing and `RecordDecoder::decode_block`, the decode `syncmesh flatfile
+//!   decode` and the pipeline source use (each row is complete when it is handed on: numbers
+//!   computed, text trimmed, validated and transcoded; it goes to `black_box`, no value is
+//!   read back);
+//! * `row`: the same a record at a time (`next_record` and `decode_row`), for comparison;
 //! * `sum`: `decode` and reading every value into a checksum, as the Python baseline does;
 //! * `owned`: decoding into owned `Value`s, as pipeline events hold them;
 //! * `json`: decoding and writing JSON lines to a discarded buffer (`syncmesh flatfile decode`);
@@ -23,10 +26,11 @@
 //! median run with the range of all: the machines this runs on are shared, and one run can be
 //! far slower than the next. Each pass prints MB/s and records/s per core (over the thread's
 //! on-CPU time, from /proc/thread-self/schedstat; Python reports its process time), wall-clock
-//! MB/s, and the peak RSS of the pass (VmHWM, reset between passes through /proc/self/clear_refs). The `sum` pass
-//! and Python compute the same checksum (the sum of all numbers, the count of text characters),
-//! which must agree. `SYNCMESH_BENCH_LAYOUT=ascii|ebcdic` runs one layout,
-//! `SYNCMESH_BENCH_DECODE_ONLY=1` only the frame and decode passes (for profiling).
+//! MB/s, and the peak RSS of the pass (VmHWM, reset between passes through
+//! /proc/self/clear_refs). The `sum` pass and Python compute the same checksum (the sum of all
+//! numbers, the count of text characters), which must agree.
+//! `SYNCMESH_BENCH_LAYOUT=ascii|ebcdic` runs one layout, `SYNCMESH_BENCH_DECODE_ONLY=1` only
+//! the frame and decode passes (for profiling).
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -299,8 +303,8 @@ fn repeated(times: usize, mut run: impl FnMut() -> Pass) -> Pass {
     median
 }
 
-/// Reads the whole file through the framing layer, calling `each` on every record.
-fn pass(
+/// Reads the whole file a record at a time, calling `each` on every record.
+fn record_pass(
     name: &'static str,
     path: &Path,
     record_length: usize,
@@ -317,6 +321,35 @@ fn pass(
         each(r.data);
         records += 1;
         bytes += r.data.len() as u64;
+    }
+    Pass {
+        name,
+        bytes,
+        records,
+        seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: thread_cpu_seconds() - cpu_start,
+        peak_mb: peak_rss_mb(),
+        spread: None,
+    }
+}
+
+/// Reads the whole file a block of records at a time, calling `each` on every block.
+fn block_pass(
+    name: &'static str,
+    path: &Path,
+    record_length: usize,
+    mut each: impl FnMut(&[u8]) -> u64,
+) -> Pass {
+    reset_peak_rss();
+    let file = std::fs::File::open(path).expect("open");
+    let start = Instant::now();
+    let cpu_start = thread_cpu_seconds();
+    let mut reader = RecordReader::new(file, RecordFormat::Fixed, record_length);
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    while let Some(b) = reader.next_block().expect("framing") {
+        records += each(b.data);
+        bytes += b.data.len() as u64;
     }
     Pass {
         name,
@@ -352,16 +385,30 @@ fn python_layout(layout: &Layout, encoding: Encoding) -> serde_json::Value {
     })
 }
 
+/// What every layout's run is given.
+#[derive(Clone, Copy)]
+struct Settings {
+    /// Bytes of records to generate.
+    size: u64,
+    /// Bytes of the file the Python baseline reads (all by default).
+    python_limit: Option<u64>,
+    /// How many times the frame and decode passes run.
+    repeat: usize,
+}
+
 fn run_case(
     dir: &Path,
     title: &str,
     copybook: &str,
     encoding: Encoding,
     make: fn(&mut Rng) -> Vec<u8>,
-    size: u64,
-    python_limit: Option<u64>,
-    repeat: usize,
+    settings: &Settings,
 ) {
+    let Settings {
+        size,
+        python_limit,
+        repeat,
+    } = *settings;
     let layout = Layout::from_copybook(copybook).expect("layout");
     let options = DecodeOptions {
         encoding,
@@ -378,24 +425,32 @@ fn run_case(
     let n = layout.record_length;
 
     let frame = repeated(repeat, || {
-        pass("frame", &path, n, |r| {
-            std::hint::black_box(r);
-        })
+        block_pass("frame", &path, n, |data| (data.len() / n) as u64)
     });
     frame.print(None);
 
-    // The decoded row is complete (every number computed, every text located or
-    // transcoded) when `decode_row` returns; the pass hands it to `black_box`.
+    // The decoded rows are complete (every number computed, every text located or
+    // transcoded) when each is handed on; the pass hands them to `black_box`.
     let mut buf = RowBuffer::new();
     let decode = repeated(repeat, || {
-        pass("decode", &path, n, |r| {
-            let row = decoder.decode_row(r, &mut buf).expect("decode");
-            std::hint::black_box(&row);
+        block_pass("decode", &path, n, |data| {
+            let mut count = 0;
+            decoder.decode_block(data, n, &mut buf, |_, row| {
+                std::hint::black_box(&row.expect("decode"));
+                count += 1;
+            });
+            count
         })
     });
+    // The same decode a record at a time (`next_record` and `decode_row`).
+    let row = record_pass("row", &path, n, |r| {
+        let row = decoder.decode_row(r, &mut buf).expect("decode");
+        std::hint::black_box(&row);
+    });
     if std::env::var_os("SYNCMESH_BENCH_DECODE_ONLY").is_some() {
-        // For profiling: the decode pass alone.
+        // For profiling: the decode passes alone.
         decode.print(None);
+        row.print(None);
         let _ = std::fs::remove_file(&path);
         return;
     }
@@ -406,39 +461,48 @@ fn run_case(
     let mut sum = Checksum::default();
     let mut prefix_sum = Checksum::default();
     let mut seen = 0u64;
-    let consume = pass("sum", &path, n, |r| {
-        let row = decoder.decode_row(r, &mut buf).expect("decode");
-        row.fields().for_each(|v| sum.add(v));
-        seen += 1;
-        if seen == py_records {
-            prefix_sum = sum;
-        }
+    let consume = block_pass("sum", &path, n, |data| {
+        let mut count = 0;
+        decoder.decode_block(data, n, &mut buf, |_, row| {
+            row.expect("decode").fields().for_each(|v| sum.add(v));
+            seen += 1;
+            if seen == py_records {
+                prefix_sum = sum;
+            }
+            count += 1;
+        });
+        count
     });
     if seen < py_records {
         prefix_sum = sum;
     }
 
     let mut owned_rows = 0usize;
-    let owned = pass("owned", &path, n, |r| {
-        owned_rows += decoder
-            .decode_row(r, &mut buf)
-            .expect("decode")
-            .to_values()
-            .len();
+    let owned = block_pass("owned", &path, n, |data| {
+        let mut count = 0;
+        decoder.decode_block(data, n, &mut buf, |_, row| {
+            owned_rows += row.expect("decode").to_values().len();
+            count += 1;
+        });
+        count
     });
 
     let writer = JsonWriter::new(&decoder.columns());
     let mut json_bytes = 0usize;
     let mut out = Vec::with_capacity(1 << 17);
-    let json = pass("json", &path, n, |r| {
-        let row = decoder.decode_row(r, &mut buf).expect("decode");
-        writer.write(&row, &mut out);
-        out.push(b'\n');
-        if out.len() >= 1 << 16 {
-            json_bytes += out.len();
-            std::hint::black_box(&out);
-            out.clear();
-        }
+    let json = block_pass("json", &path, n, |data| {
+        let mut count = 0;
+        decoder.decode_block(data, n, &mut buf, |_, row| {
+            writer.write(&row.expect("decode"), &mut out);
+            out.push(b'\n');
+            if out.len() >= 1 << 16 {
+                json_bytes += out.len();
+                std::hint::black_box(&out);
+                out.clear();
+            }
+            count += 1;
+        });
+        count
     });
     json_bytes += out.len();
 
@@ -471,6 +535,7 @@ fn run_case(
         text_chars: py["text_chars"].as_u64().unwrap_or(0),
     };
     decode.print(Some(&python));
+    row.print(Some(&python));
     consume.print(Some(&python));
     owned.print(Some(&python));
     json.print(Some(&python));
@@ -501,6 +566,11 @@ fn main() {
     let size = env_u64("SYNCMESH_BENCH_BYTES").unwrap_or(default_size);
     let python_limit = env_u64("SYNCMESH_BENCH_PY_BYTES");
     let repeat = env_u64("SYNCMESH_BENCH_REPEAT").map_or(if full { 3 } else { 1 }, |r| r as usize);
+    let settings = Settings {
+        size,
+        python_limit,
+        repeat,
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
         "flatfile_decode: {} MB per layout, 1 thread, frame and decode passes {repeat} times; python on {}",
@@ -520,9 +590,7 @@ fn main() {
             ASCII_COPYBOOK,
             Encoding::Ascii,
             ascii_record,
-            size,
-            python_limit,
-            repeat,
+            &settings,
         );
     }
     if wanted("ebcdic") {
@@ -532,9 +600,7 @@ fn main() {
             EBCDIC_COPYBOOK,
             Encoding::Cp037,
             ebcdic_record,
-            size,
-            python_limit,
-            repeat,
+            &settings,
         );
     }
 }

@@ -1017,6 +1017,82 @@ fn collect<R: std::io::Read>(mut r: RecordReader<R>) -> Collected {
     }
 }
 
+/// `collect` through `next_block`: each block cut into its records, whose positions must
+/// follow one another (a record's framed length leads to the next one's offset).
+fn collect_blocks<R: std::io::Read>(mut r: RecordReader<R>) -> Collected {
+    let mut out: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+    let mut next: Option<(u64, u64)> = None;
+    loop {
+        match r.next_block() {
+            Ok(Some(b)) => {
+                assert!(b.records >= 1);
+                assert_eq!(b.data.len() as u64, b.records * b.record_length as u64);
+                let records: Vec<&[u8]> = if b.record_length == 0 {
+                    vec![b.data]
+                } else {
+                    b.data.chunks(b.record_length).collect()
+                };
+                assert_eq!(records.len() as u64, b.records);
+                for (i, data) in records.into_iter().enumerate() {
+                    let (offset, number) = b.position_of(i);
+                    if let Some(want) = next {
+                        assert_eq!((offset, number), want, "positions follow on");
+                    }
+                    next = Some((offset + b.framed_length, number + 1));
+                    out.push((offset, number, data.to_vec()));
+                }
+                assert_eq!(Some(r.position()), next);
+            }
+            Ok(None) => return (out, None),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+#[test]
+fn blocks_frame_exactly_as_records_do() {
+    let fixed: Vec<u8> = (0..3_000u32)
+        .flat_map(|i| format!("{i:07}").into_bytes())
+        .chain(*b"123")
+        .collect();
+    let lines: Vec<u8> = (0..2_000u32)
+        .flat_map(|i| format!("{i:05}{}", if i % 2 == 0 { "\n" } else { "\r\n" }).into_bytes())
+        .collect();
+    let mut rdws = Vec::new();
+    for i in 0..500usize {
+        rdws.extend(rdw(&vec![b'x'; i % 37]));
+    }
+    let mut bad_rdw = rdws.clone();
+    bad_rdw.extend_from_slice(&[0x00, 0x08, 0x01, 0x00, 1, 2, 3, 4]);
+    let cases: [(&[u8], RecordFormat, usize); 5] = [
+        (&fixed, RecordFormat::Fixed, 7),
+        (&fixed[..21_000], RecordFormat::Fixed, 7),
+        (&lines, RecordFormat::Lines, 5),
+        (&rdws, RecordFormat::Rdw, 0),
+        (&bad_rdw, RecordFormat::Rdw, 0),
+    ];
+    for (data, format, length) in cases {
+        for (chunk, buffer) in [
+            (1, 7),
+            (3, 16),
+            (5000, 14),
+            (7, 1 << 20),
+            (1 << 20, 1 << 20),
+        ] {
+            let reader =
+                || RecordReader::with_buffer(Trickle(data, chunk), format, length, 0, 1, buffer);
+            let (want, want_err) = collect(reader());
+            let (got, got_err) = collect_blocks(reader());
+            assert_eq!(got, want, "{format:?} {chunk} {buffer}");
+            assert_eq!(
+                got_err.map(|e| e.to_string()),
+                want_err.map(|e| e.to_string()),
+                "{format:?} {chunk} {buffer}"
+            );
+        }
+    }
+}
+
 /// A reader that hands out at most `n` bytes a call, to cross every buffer boundary.
 struct Trickle<'a>(&'a [u8], usize);
 

@@ -89,42 +89,55 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
     // JSON lines are built here and written in blocks: no per-record value tree or syscall.
     let mut block = Vec::with_capacity(2 * OUTPUT_BLOCK);
     loop {
-        let record = match reader.next_record() {
-            Ok(Some(r)) => r,
+        let records = match reader.next_block() {
+            Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) => {
                 let _ = out.write_all(&block).and_then(|()| out.flush());
                 return Err(Failure::bad_input(anyhow::anyhow!("{input}: {e}")));
             }
         };
-        match decoder.decode_row(record.data, &mut row) {
-            Ok(values) => {
-                json.write(&values, &mut block);
-                block.push(b'\n');
-                if block.len() >= OUTPUT_BLOCK {
-                    out.write_all(&block).map_err(Failure::failed)?;
-                    block.clear();
+        // The first failure stops the output: records after it in the block are dropped.
+        let mut failure: Option<Failure> = None;
+        decoder.decode_block(
+            records.data,
+            records.record_length,
+            &mut row,
+            |i, decoded| {
+                if failure.is_some() {
+                    return;
                 }
-            }
-            Err(e) => {
-                let reason = format!(
-                    "{input}: record {} at byte {}: {e}",
-                    record.number, record.offset
-                );
-                match dead.as_mut() {
-                    None => {
-                        let _ = out.write_all(&block).and_then(|()| out.flush());
-                        return Err(Failure::bad_input(anyhow::anyhow!(reason)));
+                let e = match decoded {
+                    Ok(values) => {
+                        json.write(&values, &mut block);
+                        block.push(b'\n');
+                        if block.len() >= OUTPUT_BLOCK {
+                            if let Err(e) = out.write_all(&block) {
+                                failure = Some(Failure::failed(e));
+                            }
+                            block.clear();
+                        }
+                        return;
                     }
+                    Err(e) => e,
+                };
+                let (offset, number) = records.position_of(i);
+                let reason = format!("{input}: record {number} at byte {offset}: {e}");
+                failure = match dead.as_mut() {
+                    None => Some(Failure::bad_input(anyhow::anyhow!(reason))),
                     Some(d) => {
                         let letter = serde_json::json!({
-                            "file": input, "record": record.number, "offset": record.offset,
+                            "file": input, "record": number, "offset": offset,
                             "field": e.field, "reason": reason,
                         });
-                        writeln!(d, "{letter}").map_err(Failure::failed)?;
+                        writeln!(d, "{letter}").err().map(Failure::failed)
                     }
-                }
-            }
+                };
+            },
+        );
+        if let Some(f) = failure {
+            let _ = out.write_all(&block).and_then(|()| out.flush());
+            return Err(f);
         }
     }
     out.write_all(&block)

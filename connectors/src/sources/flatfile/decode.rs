@@ -493,6 +493,71 @@ impl RecordDecoder {
         record: &'a [u8],
         buf: &'a mut RowBuffer,
     ) -> Result<Row<'a>, FieldError> {
+        self.decode_row_body::<false>(record, buf)
+    }
+
+    /// Decodes the records laid end to end in `records`, `record_length` bytes each (a
+    /// shorter last one is decoded as it is, and fails as a short record would), handing
+    /// each one's index and [`RecordDecoder::decode_row`] result to `each`, in order.
+    ///
+    /// The same decode as `decode_row`, with the per-call work (choosing the build for this
+    /// CPU, setting up the compiled steps) done once a block rather than once a record.
+    pub fn decode_block<F>(
+        &self,
+        records: &[u8],
+        record_length: usize,
+        buf: &mut RowBuffer,
+        each: F,
+    ) where
+        F: FnMut(usize, Result<Row<'_>, FieldError>),
+    {
+        #[cfg(target_arch = "x86_64")]
+        if self.steps.as_ref().is_some_and(fast::Program::modern) {
+            // SAFETY: `modern` is set only when the CPU reported every feature
+            // `decode_block_modern` is compiled for (`Program::new` checks them).
+            return unsafe { self.decode_block_modern(records, record_length, buf, each) };
+        }
+        self.decode_block_body(records, record_length, buf, each)
+    }
+
+    /// [`RecordDecoder::decode_block`] compiled for the CPUs of `Program::modern`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    fn decode_block_modern<F>(
+        &self,
+        records: &[u8],
+        record_length: usize,
+        buf: &mut RowBuffer,
+        each: F,
+    ) where
+        F: FnMut(usize, Result<Row<'_>, FieldError>),
+    {
+        self.decode_block_body(records, record_length, buf, each)
+    }
+
+    #[inline(always)]
+    fn decode_block_body<F>(
+        &self,
+        records: &[u8],
+        record_length: usize,
+        buf: &mut RowBuffer,
+        mut each: F,
+    ) where
+        F: FnMut(usize, Result<Row<'_>, FieldError>),
+    {
+        for (i, record) in records.chunks(record_length.max(1)).enumerate() {
+            each(i, self.decode_row_body::<true>(record, buf));
+        }
+    }
+
+    /// `decode_row`; `INLINED` when the caller is compiled for the CPU's build, so that
+    /// the compiled steps are inlined rather than called through their dispatch.
+    #[inline(always)]
+    fn decode_row_body<'a, const INLINED: bool>(
+        &self,
+        record: &'a [u8],
+        buf: &'a mut RowBuffer,
+    ) -> Result<Row<'a>, FieldError> {
         // One check of the whole record lets every ASCII text field borrow from it.
         let (text, ascii) = if self.utf8_text {
             match fast::ascii_or_utf8(record) {
@@ -502,7 +567,7 @@ impl RecordDecoder {
         } else {
             (None, false)
         };
-        let fast = self.compiled(record, text, ascii, buf);
+        let fast = self.compiled::<INLINED>(record, text, ascii, buf);
         let checked = match fast {
             Some(used) => {
                 buf.used = used;
@@ -555,8 +620,8 @@ impl RecordDecoder {
 
     /// The compiled decode of `record` into `buf` (cells, scratch and wide decimals from the
     /// start): the scratch bytes used, or `None` when the general code must decode it.
-    #[inline]
-    pub(crate) fn compiled(
+    #[inline(always)]
+    pub(crate) fn compiled<const INLINED: bool>(
         &self,
         record: &[u8],
         text: Option<&str>,
@@ -573,18 +638,17 @@ impl RecordDecoder {
             buf.scratch.resize(program.scratch, 0);
         }
         let wide = &mut buf.wide;
-        program.run(
-            record,
-            text,
-            ascii,
-            &mut buf.cells,
-            &mut buf.scratch,
-            |plan, off| {
-                let p = self.plans.get(plan)?;
-                // Numbers only: they write no text to the scratch buffer.
-                self.cell(p, record, off, None, &mut Vec::new(), wide).ok()
-            },
-        )
+        let general = |plan, off| {
+            let p = self.plans.get(plan)?;
+            // Numbers only: they write no text to the scratch buffer.
+            self.cell(p, record, off, None, &mut Vec::new(), wide).ok()
+        };
+        let (cells, scratch) = (&mut buf.cells, &mut buf.scratch);
+        if INLINED {
+            program.run_inlined(record, text, ascii, cells, scratch, general)
+        } else {
+            program.run(record, text, ascii, cells, scratch, general)
+        }
     }
 
     fn fill(

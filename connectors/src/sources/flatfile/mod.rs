@@ -99,7 +99,7 @@ pub use layout::{
     Field, FieldKind, Layout, LayoutError, Occurs, RecordSelector, SignPosition, Variant,
     YAML_VARIANT_GROUP,
 };
-pub use reader::{DEFAULT_BUFFER, MAX_LINE, ReadError, Record, RecordFormat, RecordReader};
+pub use reader::{Block, DEFAULT_BUFFER, MAX_LINE, ReadError, Record, RecordFormat, RecordReader};
 pub use row::{FieldRef, Fields, Row, RowBuffer};
 
 mod source;

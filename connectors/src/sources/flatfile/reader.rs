@@ -29,6 +29,32 @@ pub struct Record<'a> {
     pub data: &'a [u8],
 }
 
+/// Records that lie one after another in the reader's buffer, borrowed until the next call:
+/// many `Fixed` records, or one record of the other formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block<'a> {
+    /// Byte offset in the file of the first record.
+    pub offset: u64,
+    /// 1-based record number of the first record.
+    pub number: u64,
+    /// The records' bytes: `records` records of `record_length` bytes each.
+    pub data: &'a [u8],
+    pub record_length: usize,
+    pub records: u64,
+    /// The bytes each record takes in the file (with its RDW or line terminator).
+    pub framed_length: u64,
+}
+
+impl Block<'_> {
+    /// The file offset and record number of the `i`-th record of the block.
+    pub fn position_of(&self, i: usize) -> (u64, u64) {
+        (
+            self.offset + i as u64 * self.framed_length,
+            self.number + i as u64,
+        )
+    }
+}
+
 /// Why framing failed. After an error the reader is finished: framing is lost.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -174,8 +200,60 @@ impl<R: Read> RecordReader<R> {
         Ok(self.end - self.start)
     }
 
+    /// The next records: every whole `Fixed` record the buffer holds (at least one; a short
+    /// last record is the error `next_record` gives), or the next record of the other
+    /// formats. `None` at the end of the input.
+    pub fn next_block(&mut self) -> Result<Option<Block<'_>>, ReadError> {
+        let n = self.record_length;
+        let whole = self.end - self.start;
+        if self.format != RecordFormat::Fixed || n == 0 || self.done || whole < n {
+            let (offset, number) = (self.offset, self.number);
+            let Some((skip, len, consumed)) = self.frame()? else {
+                return Ok(None);
+            };
+            let at = self.start - consumed + skip;
+            return Ok(Some(Block {
+                offset,
+                number,
+                data: &self.buf[at..at + len],
+                record_length: len,
+                records: 1,
+                framed_length: consumed as u64,
+            }));
+        }
+        let records = whole / n;
+        let bytes = records * n;
+        let block = Block {
+            offset: self.offset,
+            number: self.number,
+            data: &self.buf[self.start..self.start + bytes],
+            record_length: n,
+            records: records as u64,
+            framed_length: n as u64,
+        };
+        self.start += bytes;
+        self.offset += bytes as u64;
+        self.number += records as u64;
+        Ok(Some(block))
+    }
+
     /// The next record, `None` at the end of the input.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
+        let (offset, number) = (self.offset, self.number);
+        let Some((skip, len, consumed)) = self.frame()? else {
+            return Ok(None);
+        };
+        let at = self.start - consumed + skip;
+        Ok(Some(Record {
+            offset,
+            number,
+            data: &self.buf[at..at + len],
+        }))
+    }
+
+    /// Frames the next record and moves past it: (bytes before its data, its length, the
+    /// bytes it took), counted from where it started in the buffer; `None` at the end.
+    fn frame(&mut self) -> Result<Option<(usize, usize, usize)>, ReadError> {
         if self.done {
             return Ok(None);
         }
@@ -290,14 +368,9 @@ impl<R: Read> RecordReader<R> {
                 }
             }
         };
-        let record = Record {
-            offset: self.offset,
-            number: self.number,
-            data: &self.buf[self.start + skip..self.start + skip + len],
-        };
         self.start += consumed;
         self.offset += consumed as u64;
         self.number += 1;
-        Ok(Some(record))
+        Ok(Some((skip, len, consumed)))
     }
 }

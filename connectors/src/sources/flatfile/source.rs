@@ -247,8 +247,8 @@ impl FlatFileSource {
         let mut last = start;
         let mut row = RowBuffer::new();
         loop {
-            let record = match reader.next_record() {
-                Ok(Some(r)) => r,
+            let block = match reader.next_block() {
+                Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(ReadError::Io { offset, source }) => {
                     return Err(Box::new(self.io(
@@ -279,48 +279,56 @@ impl FlatFileSource {
                     break;
                 }
             };
-            // The framed length (terminator or RDW included) is known once the reader has
-            // moved past the record; it is filled in below.
-            let position = Position::File {
-                file: id.into(),
-                offset: record.offset,
-                length: 0,
-                record: record.number,
-            };
-            let number = record.number;
-            let mut item = match self.decoder.decode_row(record.data, &mut row) {
-                Ok(values) => SourceItem::Event(ChangeEvent {
-                    source: self.name.clone(),
-                    position,
-                    transaction: None,
-                    schema: self.schema.clone(),
-                    op: Operation::Read,
-                    before: None,
-                    after: Some(values.to_values()),
-                    ddl: None,
-                }),
-                Err(e) => SourceItem::Bad(DeadLetter {
-                    source: self.name.to_string(),
-                    reason: format!(
-                        "{id}: record {} at byte {}: {e}",
-                        record.number, record.offset
-                    ),
-                    raw: record.data.to_vec(),
-                    position,
-                }),
-            };
-            let (next_offset, next_number) = reader.position();
-            let position = match &mut item {
-                SourceItem::Event(e) => &mut e.position,
-                SourceItem::Bad(d) => &mut d.position,
-                SourceItem::Completed(p) => p,
-            };
-            if let Position::File { offset, length, .. } = position {
-                *length = next_offset - *offset;
+            // A closed channel or a stop request ends the block early: the records after
+            // it were not handed on, and resume from the last acknowledged position.
+            let mut closed = None;
+            let mut stopped = false;
+            let length = block.record_length;
+            self.decoder
+                .decode_block(block.data, length, &mut row, |i, decoded| {
+                    if closed.is_some() || stopped {
+                        return;
+                    }
+                    let (offset, number) = block.position_of(i);
+                    let position = Position::File {
+                        file: id.into(),
+                        offset,
+                        length: block.framed_length,
+                        record: number,
+                    };
+                    let item = match decoded {
+                        Ok(values) => SourceItem::Event(ChangeEvent {
+                            source: self.name.clone(),
+                            position,
+                            transaction: None,
+                            schema: self.schema.clone(),
+                            op: Operation::Read,
+                            before: None,
+                            after: Some(values.to_values()),
+                            ddl: None,
+                        }),
+                        Err(e) => SourceItem::Bad(DeadLetter {
+                            source: self.name.to_string(),
+                            reason: format!("{id}: record {number} at byte {offset}: {e}"),
+                            raw: block
+                                .data
+                                .get(i * length..(i + 1) * length)
+                                .unwrap_or_default()
+                                .to_vec(),
+                            position,
+                        }),
+                    };
+                    if let Err(c) = out.push_blocking(item) {
+                        closed = Some(c);
+                        return;
+                    }
+                    last = (offset + block.framed_length, number + 1);
+                    stopped = number % 4096 == 0 && stop.is_stopped();
+                });
+            if let Some(c) = closed {
+                return Err(c.into());
             }
-            out.push_blocking(item)?;
-            last = (next_offset, next_number);
-            if number % 4096 == 0 && stop.is_stopped() {
+            if stopped {
                 return Ok(false);
             }
         }

@@ -521,6 +521,26 @@ impl Program {
         self.run_body(record, text, ascii, cells, scratch, general)
     }
 
+    /// Whether this CPU runs the modern build ([`Program::run_modern`]): a caller compiled
+    /// for it may call [`Program::run_inlined`].
+    pub(crate) fn modern(&self) -> bool {
+        self.modern
+    }
+
+    /// [`Program::run`] inlined into the caller, whatever build the caller is.
+    #[inline(always)]
+    pub(crate) fn run_inlined(
+        &self,
+        record: &[u8],
+        text: Option<&str>,
+        ascii: bool,
+        cells: &mut [Cell],
+        scratch: &mut [u8],
+        general: impl FnMut(usize, usize) -> Option<Cell>,
+    ) -> Option<usize> {
+        self.run_body(record, text, ascii, cells, scratch, general)
+    }
+
     /// For tests: run the baseline x86-64 code even on a CPU with the newer features.
     #[cfg(test)]
     pub(crate) fn baseline_only(&mut self) {
