@@ -37,8 +37,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 use syncmesh_connectors::sources::flatfile::{
-    DecodeOptions, Encoding, FieldKind, FieldRef, JsonWriter, Layout, RecordDecoder, RecordFormat,
-    RecordReader, RowBuffer,
+    Block, DecodeOptions, Encoding, FieldKind, FieldRef, JsonWriter, Layout, RecordDecoder,
+    RecordFormat, RecordReader, RowBuffer,
 };
 
 const ASCII_COPYBOOK: &str = "
@@ -338,7 +338,7 @@ fn block_pass(
     name: &'static str,
     path: &Path,
     record_length: usize,
-    mut each: impl FnMut(&[u8]) -> u64,
+    mut each: impl FnMut(&Block<'_>) -> u64,
 ) -> Pass {
     reset_peak_rss();
     let file = std::fs::File::open(path).expect("open");
@@ -348,7 +348,7 @@ fn block_pass(
     let mut records = 0u64;
     let mut bytes = 0u64;
     while let Some(b) = reader.next_block().expect("framing") {
-        records += each(b.data);
+        records += each(&b);
         bytes += b.data.len() as u64;
     }
     Pass {
@@ -425,7 +425,7 @@ fn run_case(
     let n = layout.record_length;
 
     let frame = repeated(repeat, || {
-        block_pass("frame", &path, n, |data| (data.len() / n) as u64)
+        block_pass("frame", &path, n, |block| block.records)
     });
     frame.print(None);
 
@@ -433,9 +433,9 @@ fn run_case(
     // transcoded) when each is handed on; the pass hands them to `black_box`.
     let mut buf = RowBuffer::new();
     let decode = repeated(repeat, || {
-        block_pass("decode", &path, n, |data| {
+        block_pass("decode", &path, n, |block| {
             let mut count = 0;
-            decoder.decode_block(data, n, &mut buf, |_, row| {
+            decoder.decode_block(block, &mut buf, |_, row| {
                 std::hint::black_box(&row.expect("decode"));
                 count += 1;
             });
@@ -461,9 +461,9 @@ fn run_case(
     let mut sum = Checksum::default();
     let mut prefix_sum = Checksum::default();
     let mut seen = 0u64;
-    let consume = block_pass("sum", &path, n, |data| {
+    let consume = block_pass("sum", &path, n, |block| {
         let mut count = 0;
-        decoder.decode_block(data, n, &mut buf, |_, row| {
+        decoder.decode_block(block, &mut buf, |_, row| {
             row.expect("decode").fields().for_each(|v| sum.add(v));
             seen += 1;
             if seen == py_records {
@@ -478,9 +478,9 @@ fn run_case(
     }
 
     let mut owned_rows = 0usize;
-    let owned = block_pass("owned", &path, n, |data| {
+    let owned = block_pass("owned", &path, n, |block| {
         let mut count = 0;
-        decoder.decode_block(data, n, &mut buf, |_, row| {
+        decoder.decode_block(block, &mut buf, |_, row| {
             owned_rows += row.expect("decode").to_values().len();
             count += 1;
         });
@@ -490,9 +490,9 @@ fn run_case(
     let writer = JsonWriter::new(&decoder.columns());
     let mut json_bytes = 0usize;
     let mut out = Vec::with_capacity(1 << 17);
-    let json = block_pass("json", &path, n, |data| {
+    let json = block_pass("json", &path, n, |block| {
         let mut count = 0;
-        decoder.decode_block(data, n, &mut buf, |_, row| {
+        decoder.decode_block(block, &mut buf, |_, row| {
             writer.write(&row.expect("decode"), &mut out);
             out.push(b'\n');
             if out.len() >= 1 << 16 {

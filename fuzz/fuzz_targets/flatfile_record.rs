@@ -96,8 +96,22 @@ fuzz_target!(|data: &[u8]| {
     let json = JsonWriter::new(&columns);
     let format = [RecordFormat::Fixed, RecordFormat::Lines, RecordFormat::Rdw]
         [usize::from(pick.rotate_right(2)) % 3];
-    let mut reader = RecordReader::new(file, format, layout.record_length);
+    // Blocks first: each record of each block must decode as `decode_row` decodes it alone.
     let mut buf = RowBuffer::new();
+    let mut blocks = RecordReader::new(file, format, layout.record_length);
+    let mut alone = RowBuffer::new();
+    while let Ok(Some(block)) = blocks.next_block() {
+        let mut count = 0;
+        decoder.decode_block(&block, &mut buf, |i, row| {
+            let at = i * block.record_length;
+            let record = &block.data[at..at + block.record_length];
+            let want = decoder.decode_row(record, &mut alone).map(|r| r.to_values());
+            assert_eq!(row.map(|r| r.to_values()), want);
+            count += 1;
+        });
+        assert_eq!(count, block.records);
+    }
+    let mut reader = RecordReader::new(file, format, layout.record_length);
     let mut out = Vec::new();
     while let Ok(Some(record)) = reader.next_record() {
         assert!(record.offset as usize + record.data.len() <= file.len());

@@ -99,42 +99,37 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
         };
         // The first failure stops the output: records after it in the block are dropped.
         let mut failure: Option<Failure> = None;
-        decoder.decode_block(
-            records.data,
-            records.record_length,
-            &mut row,
-            |i, decoded| {
-                if failure.is_some() {
+        decoder.decode_block(&records, &mut row, |i, decoded| {
+            if failure.is_some() {
+                return;
+            }
+            let e = match decoded {
+                Ok(values) => {
+                    json.write(&values, &mut block);
+                    block.push(b'\n');
+                    if block.len() >= OUTPUT_BLOCK {
+                        if let Err(e) = out.write_all(&block) {
+                            failure = Some(Failure::failed(e));
+                        }
+                        block.clear();
+                    }
                     return;
                 }
-                let e = match decoded {
-                    Ok(values) => {
-                        json.write(&values, &mut block);
-                        block.push(b'\n');
-                        if block.len() >= OUTPUT_BLOCK {
-                            if let Err(e) = out.write_all(&block) {
-                                failure = Some(Failure::failed(e));
-                            }
-                            block.clear();
-                        }
-                        return;
-                    }
-                    Err(e) => e,
-                };
-                let (offset, number) = records.position_of(i);
-                let reason = format!("{input}: record {number} at byte {offset}: {e}");
-                failure = match dead.as_mut() {
-                    None => Some(Failure::bad_input(anyhow::anyhow!(reason))),
-                    Some(d) => {
-                        let letter = serde_json::json!({
-                            "file": input, "record": number, "offset": offset,
-                            "field": e.field, "reason": reason,
-                        });
-                        writeln!(d, "{letter}").err().map(Failure::failed)
-                    }
-                };
-            },
-        );
+                Err(e) => e,
+            };
+            let (offset, number) = records.position_of(i);
+            let reason = format!("{input}: record {number} at byte {offset}: {e}");
+            failure = match dead.as_mut() {
+                None => Some(Failure::bad_input(anyhow::anyhow!(reason))),
+                Some(d) => {
+                    let letter = serde_json::json!({
+                        "file": input, "record": number, "offset": offset,
+                        "field": e.field, "reason": reason,
+                    });
+                    writeln!(d, "{letter}").err().map(Failure::failed)
+                }
+            };
+        });
         if let Some(f) = failure {
             let _ = out.write_all(&block).and_then(|()| out.flush());
             return Err(f);

@@ -12,6 +12,7 @@ use super::encoding::Encoding;
 use super::fast::{self, FieldShape, INVALID, NEG, Program, ShapeKind, Step};
 use super::layout::{FieldKind, Layout, LayoutError, SignPosition};
 use super::numeric::{self, FAST_DIGITS};
+use super::reader::Block;
 use super::row::{Cell, Row, RowBuffer};
 use crate::event::{Column, ColumnType, Decimal, Value};
 use serde::{Deserialize, Serialize};
@@ -496,56 +497,43 @@ impl RecordDecoder {
         self.decode_row_body::<false>(record, buf)
     }
 
-    /// Decodes the records laid end to end in `records`, `record_length` bytes each (a
-    /// shorter last one is decoded as it is, and fails as a short record would), handing
-    /// each one's index and [`RecordDecoder::decode_row`] result to `each`, in order.
+    /// Decodes the records of `block` (from `RecordReader::next_block`), handing each one's
+    /// index in the block and [`RecordDecoder::decode_row`] result to `each`, in order.
     ///
     /// The same decode as `decode_row`, with the per-call work (choosing the build for this
     /// CPU, setting up the compiled steps) done once a block rather than once a record.
-    pub fn decode_block<F>(
-        &self,
-        records: &[u8],
-        record_length: usize,
-        buf: &mut RowBuffer,
-        each: F,
-    ) where
+    pub fn decode_block<F>(&self, block: &Block<'_>, buf: &mut RowBuffer, each: F)
+    where
         F: FnMut(usize, Result<Row<'_>, FieldError>),
     {
         #[cfg(target_arch = "x86_64")]
         if self.steps.as_ref().is_some_and(fast::Program::modern) {
             // SAFETY: `modern` is set only when the CPU reported every feature
             // `decode_block_modern` is compiled for (`Program::new` checks them).
-            return unsafe { self.decode_block_modern(records, record_length, buf, each) };
+            return unsafe { self.decode_block_modern(block, buf, each) };
         }
-        self.decode_block_body(records, record_length, buf, each)
+        self.decode_block_body(block, buf, each)
     }
 
     /// [`RecordDecoder::decode_block`] compiled for the CPUs of `Program::modern`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
-    fn decode_block_modern<F>(
-        &self,
-        records: &[u8],
-        record_length: usize,
-        buf: &mut RowBuffer,
-        each: F,
-    ) where
+    fn decode_block_modern<F>(&self, block: &Block<'_>, buf: &mut RowBuffer, each: F)
+    where
         F: FnMut(usize, Result<Row<'_>, FieldError>),
     {
-        self.decode_block_body(records, record_length, buf, each)
+        self.decode_block_body(block, buf, each)
     }
 
     #[inline(always)]
-    fn decode_block_body<F>(
-        &self,
-        records: &[u8],
-        record_length: usize,
-        buf: &mut RowBuffer,
-        mut each: F,
-    ) where
+    fn decode_block_body<F>(&self, block: &Block<'_>, buf: &mut RowBuffer, mut each: F)
+    where
         F: FnMut(usize, Result<Row<'_>, FieldError>),
     {
-        for (i, record) in records.chunks(record_length.max(1)).enumerate() {
+        let n = block.record_length;
+        // By count, not by cutting the bytes: an RDW or line record may be empty.
+        for i in 0..block.records as usize {
+            let record = block.data.get(i * n..(i + 1) * n).unwrap_or_default();
             each(i, self.decode_row_body::<true>(record, buf));
         }
     }

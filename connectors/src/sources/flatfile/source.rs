@@ -284,47 +284,46 @@ impl FlatFileSource {
             let mut closed = None;
             let mut stopped = false;
             let length = block.record_length;
-            self.decoder
-                .decode_block(block.data, length, &mut row, |i, decoded| {
-                    if closed.is_some() || stopped {
-                        return;
-                    }
-                    let (offset, number) = block.position_of(i);
-                    let position = Position::File {
-                        file: id.into(),
-                        offset,
-                        length: block.framed_length,
-                        record: number,
-                    };
-                    let item = match decoded {
-                        Ok(values) => SourceItem::Event(ChangeEvent {
-                            source: self.name.clone(),
-                            position,
-                            transaction: None,
-                            schema: self.schema.clone(),
-                            op: Operation::Read,
-                            before: None,
-                            after: Some(values.to_values()),
-                            ddl: None,
-                        }),
-                        Err(e) => SourceItem::Bad(DeadLetter {
-                            source: self.name.to_string(),
-                            reason: format!("{id}: record {number} at byte {offset}: {e}"),
-                            raw: block
-                                .data
-                                .get(i * length..(i + 1) * length)
-                                .unwrap_or_default()
-                                .to_vec(),
-                            position,
-                        }),
-                    };
-                    if let Err(c) = out.push_blocking(item) {
-                        closed = Some(c);
-                        return;
-                    }
-                    last = (offset + block.framed_length, number + 1);
-                    stopped = number % 4096 == 0 && stop.is_stopped();
-                });
+            self.decoder.decode_block(&block, &mut row, |i, decoded| {
+                if closed.is_some() || stopped {
+                    return;
+                }
+                let (offset, number) = block.position_of(i);
+                let position = Position::File {
+                    file: id.into(),
+                    offset,
+                    length: block.framed_length,
+                    record: number,
+                };
+                let item = match decoded {
+                    Ok(values) => SourceItem::Event(ChangeEvent {
+                        source: self.name.clone(),
+                        position,
+                        transaction: None,
+                        schema: self.schema.clone(),
+                        op: Operation::Read,
+                        before: None,
+                        after: Some(values.to_values()),
+                        ddl: None,
+                    }),
+                    Err(e) => SourceItem::Bad(DeadLetter {
+                        source: self.name.to_string(),
+                        reason: format!("{id}: record {number} at byte {offset}: {e}"),
+                        raw: block
+                            .data
+                            .get(i * length..(i + 1) * length)
+                            .unwrap_or_default()
+                            .to_vec(),
+                        position,
+                    }),
+                };
+                if let Err(c) = out.push_blocking(item) {
+                    closed = Some(c);
+                    return;
+                }
+                last = (offset + block.framed_length, number + 1);
+                stopped = number % 4096 == 0 && stop.is_stopped();
+            });
             if let Some(c) = closed {
                 return Err(c.into());
             }
