@@ -207,16 +207,14 @@ impl<R: Read> RecordReader<R> {
         let n = self.record_length;
         let whole = self.end - self.start;
         if self.format != RecordFormat::Fixed || n == 0 || self.done || whole < n {
-            let (offset, number) = (self.offset, self.number);
-            let Some((skip, len, consumed)) = self.frame()? else {
+            let Some((record, consumed)) = self.framed()? else {
                 return Ok(None);
             };
-            let at = self.start - consumed + skip;
             return Ok(Some(Block {
-                offset,
-                number,
-                data: &self.buf[at..at + len],
-                record_length: len,
+                offset: record.offset,
+                number: record.number,
+                data: record.data,
+                record_length: record.data.len(),
                 records: 1,
                 framed_length: consumed as u64,
             }));
@@ -239,16 +237,25 @@ impl<R: Read> RecordReader<R> {
 
     /// The next record, `None` at the end of the input.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
+        Ok(self.framed()?.map(|(record, _)| record))
+    }
+
+    /// The next record and the bytes it took in the file, `None` at the end.
+    fn framed(&mut self) -> Result<Option<(Record<'_>, usize)>, ReadError> {
         let (offset, number) = (self.offset, self.number);
         let Some((skip, len, consumed)) = self.frame()? else {
             return Ok(None);
         };
         let at = self.start - consumed + skip;
-        Ok(Some(Record {
-            offset,
-            number,
-            data: &self.buf[at..at + len],
-        }))
+        let data = &self.buf[at..at + len];
+        Ok(Some((
+            Record {
+                offset,
+                number,
+                data,
+            },
+            consumed,
+        )))
     }
 
     /// Frames the next record and moves past it: (bytes before its data, its length, the
