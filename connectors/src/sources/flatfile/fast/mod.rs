@@ -501,7 +501,7 @@ impl Program {
             // is compiled for (`modern_cpu`, checked in `Program::new`).
             return unsafe { self.run_modern(record, text, ascii, cells, scratch, general) };
         }
-        self.run_body(record, text, ascii, cells, scratch, general)
+        self.run_inlined(record, text, ascii, cells, scratch, general)
     }
 
     /// [`Program::run`] compiled for x86-64 CPUs of the last decade (Haswell, Zen): `lzcnt`
@@ -518,7 +518,7 @@ impl Program {
         scratch: &mut [u8],
         general: impl FnMut(usize, usize) -> Option<Cell>,
     ) -> Option<usize> {
-        self.run_body(record, text, ascii, cells, scratch, general)
+        self.run_inlined(record, text, ascii, cells, scratch, general)
     }
 
     /// Whether this CPU runs the modern build ([`Program::run_modern`]): a caller compiled
@@ -527,28 +527,15 @@ impl Program {
         self.modern
     }
 
-    /// [`Program::run`] inlined into the caller, whatever build the caller is.
-    #[inline(always)]
-    pub(crate) fn run_inlined(
-        &self,
-        record: &[u8],
-        text: Option<&str>,
-        ascii: bool,
-        cells: &mut [Cell],
-        scratch: &mut [u8],
-        general: impl FnMut(usize, usize) -> Option<Cell>,
-    ) -> Option<usize> {
-        self.run_body(record, text, ascii, cells, scratch, general)
-    }
-
     /// For tests: run the baseline x86-64 code even on a CPU with the newer features.
     #[cfg(test)]
     pub(crate) fn baseline_only(&mut self) {
         self.modern = false;
     }
 
+    /// [`Program::run`] inlined into the caller, whatever build the caller is.
     #[inline(always)]
-    fn run_body(
+    pub(crate) fn run_inlined(
         &self,
         record: &[u8],
         text: Option<&str>,
@@ -581,30 +568,18 @@ impl Program {
                     self.text.each(record, &lanes, &mut sink)?;
                 }
                 (Some(table), _) => {
-                    let mut sink = Scratch {
-                        fill: |off, e, dst: &mut [u8], at| {
+                    used =
+                        self.scratch_text(record, &lanes, cells, scratch, |off, e, dst, at| {
                             text::transcode(table, record, off, e, dst, at)
-                        },
-                        cells: &mut *cells,
-                        scratch: &mut *scratch,
-                        used: 0,
-                    };
-                    self.text.each(record, &lanes, &mut sink)?;
-                    used = sink.used;
+                        })?;
                 }
                 (None, None) => {
-                    let mut sink = Scratch {
-                        fill: |off, e, dst: &mut [u8], at| {
+                    used =
+                        self.scratch_text(record, &lanes, cells, scratch, |off, e, dst, at| {
                             let s = std::str::from_utf8(record.get(off..off + e)?).ok()?;
                             dst.get_mut(at..at + e)?.copy_from_slice(s.as_bytes());
                             Some(at + e)
-                        },
-                        cells: &mut *cells,
-                        scratch: &mut *scratch,
-                        used: 0,
-                    };
-                    self.text.each(record, &lanes, &mut sink)?;
-                    used = sink.used;
+                        })?;
                 }
             }
         }
@@ -612,6 +587,29 @@ impl Program {
             *cells.get_mut(i as usize)? = general(plan as usize, off as usize)?;
         }
         Some(used)
+    }
+
+    /// Every text field written into `scratch` by `fill` (see [`Scratch`]); the bytes used.
+    #[inline(always)]
+    fn scratch_text<F>(
+        &self,
+        record: &[u8],
+        lanes: &Lanes,
+        cells: &mut [Cell],
+        scratch: &mut [u8],
+        fill: F,
+    ) -> Option<usize>
+    where
+        F: FnMut(usize, usize, &mut [u8], usize) -> Option<usize>,
+    {
+        let mut sink = Scratch {
+            fill,
+            cells,
+            scratch,
+            used: 0,
+        };
+        self.text.each(record, lanes, &mut sink)?;
+        Some(sink.used)
     }
 }
 
