@@ -303,12 +303,13 @@ fn repeated(times: usize, mut run: impl FnMut() -> Pass) -> Pass {
     median
 }
 
-/// Reads the whole file a record at a time, calling `each` on every record.
-fn record_pass(
+/// Reads the whole file through the framing layer, one core: `next` reads and handles the
+/// next unit (a record or a block) and returns its records and bytes, `None` at the end.
+fn pass(
     name: &'static str,
     path: &Path,
     record_length: usize,
-    mut each: impl FnMut(&[u8]),
+    mut next: impl FnMut(&mut RecordReader<std::fs::File>) -> Option<(u64, u64)>,
 ) -> Pass {
     reset_peak_rss();
     let file = std::fs::File::open(path).expect("open");
@@ -317,10 +318,9 @@ fn record_pass(
     let mut reader = RecordReader::new(file, RecordFormat::Fixed, record_length);
     let mut records = 0u64;
     let mut bytes = 0u64;
-    while let Some(r) = reader.next_record().expect("framing") {
-        each(r.data);
-        records += 1;
-        bytes += r.data.len() as u64;
+    while let Some((r, b)) = next(&mut reader) {
+        records += r;
+        bytes += b;
     }
     Pass {
         name,
@@ -333,33 +333,32 @@ fn record_pass(
     }
 }
 
-/// Reads the whole file a block of records at a time, calling `each` on every block.
+/// Reads the whole file a record at a time, calling `each` on every record.
+fn record_pass(
+    name: &'static str,
+    path: &Path,
+    record_length: usize,
+    mut each: impl FnMut(&[u8]),
+) -> Pass {
+    pass(name, path, record_length, |reader| {
+        let r = reader.next_record().expect("framing")?;
+        each(r.data);
+        Some((1, r.data.len() as u64))
+    })
+}
+
+/// Reads the whole file a block of records at a time, calling `each` on every block (which
+/// returns the records it handled).
 fn block_pass(
     name: &'static str,
     path: &Path,
     record_length: usize,
     mut each: impl FnMut(&Block<'_>) -> u64,
 ) -> Pass {
-    reset_peak_rss();
-    let file = std::fs::File::open(path).expect("open");
-    let start = Instant::now();
-    let cpu_start = thread_cpu_seconds();
-    let mut reader = RecordReader::new(file, RecordFormat::Fixed, record_length);
-    let mut records = 0u64;
-    let mut bytes = 0u64;
-    while let Some(b) = reader.next_block().expect("framing") {
-        records += each(&b);
-        bytes += b.data.len() as u64;
-    }
-    Pass {
-        name,
-        bytes,
-        records,
-        seconds: start.elapsed().as_secs_f64(),
-        cpu_seconds: thread_cpu_seconds() - cpu_start,
-        peak_mb: peak_rss_mb(),
-        spread: None,
-    }
+    pass(name, path, record_length, |reader| {
+        let b = reader.next_block().expect("framing")?;
+        Some((each(&b), b.data.len() as u64))
+    })
 }
 
 /// The layout as the Python baseline reads it.
